@@ -1,1 +1,24 @@
+//! relayarr: a self-hosted webhook event router for home-lab media stacks.
+//!
+//! The library holds all behaviour; `main.rs` only parses the command line. Embed it with
+//! [`Relay::builder`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = relayarr::Config::load(None, std::env::vars()).map_err(|e| format!("{e:?}"))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8088").await?;
+//! relayarr::Relay::builder(config)
+//!     .start(listener, async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
 
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod relay;
+
+pub use config::Config;
+pub use relay::{Relay, RelayBuilder, RelayError};
+pub use relayarr_actors as actors;

@@ -1,1 +1,125 @@
-fn main() {}
+//! The `relayarr` binary: parse the command line, set up logging, load and validate config,
+//! call the library, map errors to exit codes (bad config: 64).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use relayarr::{Config, Relay};
+
+/// Exit code for a bad config file (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "relayarr",
+    version,
+    about = "Webhook event router for Sonarr, Radarr, Plex and friends"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the service. Without --config, uses the built-in example config and ./data.
+    Run {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file (with RELAYARR_* overrides) and print every problem.
+    CheckConfig { file: PathBuf },
+}
+
+fn init_tracing() {
+    let filter = std::env::var("RELAYARR_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("RELAYARR_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(path, std::env::vars()).map_err(|errors| {
+        eprintln!(
+            "relayarr: invalid configuration ({} problem(s)):",
+            errors.len()
+        );
+        for e in &errors {
+            eprintln!("  - {e}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!(signal = "SIGINT", "signal received"),
+        _ = term => tracing::info!(signal = "SIGTERM", "signal received"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::CheckConfig { file } => match load(Some(&file)) {
+            Ok(cfg) => {
+                println!(
+                    "{}: OK ({} source(s), listening on {})",
+                    file.display(),
+                    cfg.sources.len(),
+                    cfg.server.listen
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Cmd::Run { config } => {
+            init_tracing();
+            let cfg = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if config.is_none() {
+                tracing::warn!("no --config given: running the built-in example config; change its secrets before exposing it");
+            }
+            let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
+                Ok(l) => l,
+                Err(error) => {
+                    tracing::error!(listen = %cfg.server.listen, %error, "cannot listen");
+                    return ExitCode::from(1);
+                }
+            };
+            match Relay::builder(cfg).start(listener, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(%error, "relayarr stopped with an error");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

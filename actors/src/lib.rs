@@ -1,7 +1,12 @@
 //! relayarr's actor system: the normalised event model, inbound sources, the durable store,
-//! the router, the history recorder and the supervisors that keep them running.
+//! the debouncer, the router, the history recorder and the supervisors that keep them running.
 #![forbid(unsafe_code)]
 
+pub mod debouncer;
+pub mod history;
 pub mod model;
+pub mod router;
 pub mod sources;
 pub mod store;
+pub mod supervisor;
+pub mod system;

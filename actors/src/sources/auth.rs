@@ -75,8 +75,12 @@ impl AuthConfig {
             AuthConfig::Basic { .. } => r#"Basic realm="relayarr", charset="UTF-8""#.into(),
             AuthConfig::Bearer(_) => r#"Bearer realm="relayarr""#.into(),
             AuthConfig::Token(_) => r#"Token realm="relayarr", param="token""#.into(),
-            AuthConfig::Header { name, .. } => format!(r#"ApiKey realm="relayarr", header="{name}""#),
-            AuthConfig::Hmac { header, .. } => format!(r#"HMAC realm="relayarr", header="{header}""#),
+            AuthConfig::Header { name, .. } => {
+                format!(r#"ApiKey realm="relayarr", header="{name}""#)
+            }
+            AuthConfig::Hmac { header, .. } => {
+                format!(r#"HMAC realm="relayarr", header="{header}""#)
+            }
         }
     }
 
@@ -144,8 +148,8 @@ pub fn authenticate(
                 .as_deref()
                 .map(|u| ct_eq(user, &latin1(u)) || ct_eq(user, u.as_bytes()))
                 .unwrap_or(true);
-            let pass_ok = ct_eq(pass, &latin1(password.expose()))
-                | ct_eq(pass, password.expose().as_bytes());
+            let pass_ok =
+                ct_eq(pass, &latin1(password.expose())) | ct_eq(pass, password.expose().as_bytes());
             if user_ok & pass_ok {
                 Ok(())
             } else {
@@ -246,7 +250,10 @@ mod tests {
         assert_eq!(authenticate(&cfg, &lower, None, b""), Ok(()));
         // base64("sonarr:wrong")
         let bad = headers(&[("authorization", "Basic c29uYXJyOndyb25n")]);
-        assert!(matches!(authenticate(&cfg, &bad, None, b""), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            authenticate(&cfg, &bad, None, b""),
+            Err(AuthError::Invalid(_))
+        ));
         assert!(matches!(
             authenticate(&cfg, &HeaderMap::new(), None, b""),
             Err(AuthError::Missing(_))
@@ -313,13 +320,18 @@ mod tests {
         assert!(authenticate(&cfg, &h, None, body).is_ok());
         assert!(authenticate(&cfg, &h, None, b"{\"event\":\"y\"}").is_err());
         let h = headers(&[("x-signature", &sig)]);
-        assert!(authenticate(&cfg, &h, None, body).is_err(), "prefix required");
+        assert!(
+            authenticate(&cfg, &h, None, body).is_err(),
+            "prefix required"
+        );
     }
 
     #[test]
     fn secrets_are_redacted_in_debug_and_serialisation() {
         let cfg = AuthConfig::Bearer(Secret::new("hunter2"));
         assert!(!format!("{cfg:?}").contains("hunter2"));
-        assert!(!serde_json::to_string(&cfg).expect("json").contains("hunter2"));
+        assert!(!serde_json::to_string(&cfg)
+            .expect("json")
+            .contains("hunter2"));
     }
 }

@@ -30,7 +30,12 @@ fn framing(content_type: Option<&str>) -> Result<Framing, ParseError> {
         // Some custom senders omit Content-Type; JSON is the only thing we could accept.
         return Ok(Framing::Json);
     };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/json" | "text/json" | "text/plain" => Ok(Framing::Json),
         e if e.ends_with("+json") => Ok(Framing::Json),
@@ -116,20 +121,31 @@ mod tests {
         let b = "------------------------abcdefghijklmnopqrstuv";
         let mut out = Vec::new();
         for (name, data) in parts {
-            out.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes());
+            out.extend_from_slice(
+                format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+                    .as_bytes(),
+            );
             out.extend_from_slice(data);
             out.extend_from_slice(b"\r\n");
         }
         if terminated {
             out.extend_from_slice(format!("--{b}--\r\n").as_bytes());
         }
-        (format!("multipart/form-data; boundary={b}"), Bytes::from(out))
+        (
+            format!("multipart/form-data; boundary={b}"),
+            Bytes::from(out),
+        )
     }
 
     #[tokio::test]
     async fn decode_json_and_text_plain() {
         let body = Bytes::from_static(br#"{"eventType":"Test"}"#);
-        for ct in [None, Some("application/json"), Some("text/plain; charset=utf-8"), Some("application/vnd.x+json")] {
+        for ct in [
+            None,
+            Some("application/json"),
+            Some("text/plain; charset=utf-8"),
+            Some("application/vnd.x+json"),
+        ] {
             let d = decode_body(ct, &body).await.expect("decodes");
             assert_eq!(d.json["eventType"], "Test");
         }
@@ -140,9 +156,15 @@ mod tests {
         let cases: Vec<(&[u8], fn(&ParseError) -> bool)> = vec![
             (b"", |e| *e == ParseError::Empty),
             (b"  \r\n", |e| *e == ParseError::Empty),
-            (b"{\"eventType\": \"Dow", |e| matches!(e, ParseError::Truncated(_))),
-            (b"{\"eventType\": nope}", |e| matches!(e, ParseError::Malformed(_))),
-            (b"{\"a\":\"\xff\xfe\"}", |e| matches!(e, ParseError::InvalidUtf8(6))),
+            (b"{\"eventType\": \"Dow", |e| {
+                matches!(e, ParseError::Truncated(_))
+            }),
+            (b"{\"eventType\": nope}", |e| {
+                matches!(e, ParseError::Malformed(_))
+            }),
+            (b"{\"a\":\"\xff\xfe\"}", |e| {
+                matches!(e, ParseError::InvalidUtf8(6))
+            }),
         ];
         for (body, check) in cases {
             let err = decode_body(Some("application/json"), &Bytes::copy_from_slice(body))
@@ -152,7 +174,9 @@ mod tests {
             assert_eq!(err.status(), 400);
         }
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        let err = decode_body(None, &Bytes::from(deep)).await.expect_err("too deep");
+        let err = decode_body(None, &Bytes::from(deep))
+            .await
+            .expect_err("too deep");
         assert_eq!(err, ParseError::TooDeep(MAX_JSON_DEPTH));
     }
 
@@ -167,7 +191,13 @@ mod tests {
 
     #[tokio::test]
     async fn decode_multipart_takes_payload_and_ignores_thumb() {
-        let (ct, body) = mp(&[("payload", br#"{"event":"library.new"}"#), ("thumb", b"\xff\xd8\xff\xe0")], true);
+        let (ct, body) = mp(
+            &[
+                ("payload", br#"{"event":"library.new"}"#),
+                ("thumb", b"\xff\xd8\xff\xe0"),
+            ],
+            true,
+        );
         let d = decode_body(Some(&ct), &body).await.expect("decodes");
         assert_eq!(d.json["event"], "library.new");
         assert_eq!(&d.raw[..], br#"{"event":"library.new"}"#);
@@ -176,15 +206,26 @@ mod tests {
     #[tokio::test]
     async fn decode_multipart_errors() {
         let (ct, body) = mp(&[("thumb", b"jpeg")], true);
-        assert_eq!(decode_body(Some(&ct), &body).await.expect_err("no payload"), ParseError::NoPayloadPart);
+        assert_eq!(
+            decode_body(Some(&ct), &body).await.expect_err("no payload"),
+            ParseError::NoPayloadPart
+        );
 
         let (ct, body) = mp(&[("payload", br#"{"event":"x"}"#)], false);
-        assert!(matches!(decode_body(Some(&ct), &body).await, Err(ParseError::BadMultipart(_))));
+        assert!(matches!(
+            decode_body(Some(&ct), &body).await,
+            Err(ParseError::BadMultipart(_))
+        ));
 
         let (ct, body) = mp(&[("payload", b"not json")], true);
-        assert!(matches!(decode_body(Some(&ct), &body).await, Err(ParseError::PayloadNotJson(_))));
+        assert!(matches!(
+            decode_body(Some(&ct), &body).await,
+            Err(ParseError::PayloadNotJson(_))
+        ));
 
-        let err = decode_body(Some("multipart/form-data"), &Bytes::from_static(b"x")).await.expect_err("no boundary");
+        let err = decode_body(Some("multipart/form-data"), &Bytes::from_static(b"x"))
+            .await
+            .expect_err("no boundary");
         assert!(matches!(err, ParseError::BadMultipart(_)));
     }
 }

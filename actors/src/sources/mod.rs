@@ -2,8 +2,10 @@
 //! payload into a [`NormalizedEvent`]. Parsing is pure (one file per sender family); the
 //! [`actor`] module wraps it in a supervised actor per configured source.
 
+pub mod actor;
 pub mod arr;
 pub mod auth;
+pub mod config;
 pub mod custom;
 pub mod decode;
 pub mod error;

@@ -124,8 +124,10 @@ pub trait Store: Send + Sync + 'static {
     /// commit, with the row's sequence number (`None` for a duplicate).
     fn append(&self, ev: NewEvent) -> BoxFuture<'_, Result<(Appended, Option<i64>), StoreError>>;
     /// Reads one event by id.
-    fn get_event<'a>(&'a self, id: &'a str)
-        -> BoxFuture<'a, Result<Option<StoredEvent>, StoreError>>;
+    fn get_event<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredEvent>, StoreError>>;
     /// Events committed but not yet routed, oldest first (used to resume after a crash).
     fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CommittedEvent>, StoreError>>;
     /// Marks events (by sequence number) as routed.
@@ -133,8 +135,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records rejected requests (bounded by `rejections_max`).
     fn record_rejections(&self, rows: Vec<Rejection>) -> BoxFuture<'_, Result<(), StoreError>>;
     /// The newest rejections, newest first.
-    fn recent_rejections(&self, limit: usize)
-        -> BoxFuture<'_, Result<Vec<Rejection>, StoreError>>;
+    fn recent_rejections(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Rejection>, StoreError>>;
     /// Number of stored events (all statuses).
     fn count_events(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Flushes pending writes and stops accepting new ones. Idempotent.

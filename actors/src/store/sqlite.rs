@@ -300,7 +300,13 @@ fn insert_event(
         .query_row(params![&ev.dedup_key[..], cutoff], |r| r.get(0))
         .optional()?;
     if let Some(id) = dup {
-        return Ok((Appended { id, duplicate: true }, None));
+        return Ok((
+            Appended {
+                id,
+                duplicate: true,
+            },
+            None,
+        ));
     }
     let id = ulid::Ulid::new().to_string();
     let truncated = ev.raw.len() > cfg.raw_body_max;
@@ -334,8 +340,9 @@ fn insert_event(
 }
 
 fn mark_routed(tx: &rusqlite::Transaction<'_>, seqs: &[i64]) -> Result<(), StoreError> {
-    let mut stmt =
-        tx.prepare_cached("UPDATE events SET status = 'routed' WHERE seq = ?1 AND status = 'received'")?;
+    let mut stmt = tx.prepare_cached(
+        "UPDATE events SET status = 'routed' WHERE seq = ?1 AND status = 'received'",
+    )?;
     for seq in seqs {
         stmt.execute([seq])?;
     }
@@ -361,7 +368,12 @@ fn insert_rejections(
     Ok(())
 }
 
-fn row_to_committed(seq: i64, id: String, at: i64, json: &str) -> Result<CommittedEvent, StoreError> {
+fn row_to_committed(
+    seq: i64,
+    id: String,
+    at: i64,
+    json: &str,
+) -> Result<CommittedEvent, StoreError> {
     let event: NormalizedEvent = serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
         id: id.clone(),
         reason: e.to_string(),
@@ -463,10 +475,7 @@ impl Store for SqliteStore {
         self.send(|r| WriteCmd::Rejections(rows, r)).boxed()
     }
 
-    fn recent_rejections(
-        &self,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Rejection>, StoreError>> {
+    fn recent_rejections(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Rejection>, StoreError>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -499,11 +508,7 @@ impl Store for SqliteStore {
                 Err(StoreError::Closed) => Ok(()),
                 other => other,
             };
-            let handle = self
-                .writer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(h) = handle {
                 let _ = tokio::task::spawn_blocking(move || h.join()).await;
             }

@@ -1,0 +1,290 @@
+//! The per-source actor. It owns one source's configuration, and for each request
+//! authenticates, decodes and normalises it (pure functions), then hands the commit to a
+//! spawned task so the mailbox never waits on the disk. Only after the store has committed
+//! does the request get its answer and the event go on to the debouncer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use sha2::{Digest, Sha256};
+
+use super::auth::{authenticate, AuthConfig, AuthError};
+use super::config::SourceConfig;
+use super::decode::decode_body;
+use super::{normalise, ParseError, ParserOptions};
+use crate::debouncer::DebouncerMsg;
+use crate::history::HistoryMsg;
+use crate::model::NormalizedEvent;
+use crate::store::{Appended, CommittedEvent, NewEvent, Rejection, Store, StoreError};
+use crate::system::Names;
+
+/// One HTTP request, as the ingress hands it over.
+#[derive(Debug)]
+pub struct InboundRequest {
+    pub headers: http::HeaderMap,
+    /// Query parameters in order (the `token` one included: it is removed before storing).
+    pub query: Vec<(String, String)>,
+    /// Parameters implied by the route (e.g. an alias's fixed `trigger_on`).
+    pub route_params: BTreeMap<String, String>,
+    pub body: Bytes,
+    pub received_at_ms: i64,
+}
+
+/// A successful ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Committed (or recognised as a duplicate of a committed event).
+    Stored(Appended),
+    /// Valid, but not in the source's `trigger_on` list: acknowledged and dropped.
+    Filtered { event_type: String },
+}
+
+/// Why an ingest failed; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{error}")]
+    Unauthorized { error: AuthError, challenge: String },
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+pub type IngestResult = Result<IngestOutcome, IngestError>;
+
+pub enum SourceMsg {
+    Ingest(Box<InboundRequest>, RpcReplyPort<IngestResult>),
+    /// Fault injection: makes the actor panic, for supervision tests and chaos drills.
+    #[doc(hidden)]
+    InjectPanic,
+}
+
+#[derive(Clone)]
+pub struct SourceArgs {
+    pub cfg: Arc<SourceConfig>,
+    pub store: Arc<dyn Store>,
+    pub names: Names,
+}
+
+pub struct SourceState {
+    cfg: Arc<SourceConfig>,
+    auth: AuthConfig,
+    opts: ParserOptions,
+    store: Arc<dyn Store>,
+    names: Names,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SourceActor;
+
+impl Actor for SourceActor {
+    type Msg = SourceMsg;
+    type State = SourceState;
+    type Arguments = SourceArgs;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<SourceMsg>,
+        args: SourceArgs,
+    ) -> Result<SourceState, ActorProcessingErr> {
+        let auth = args
+            .cfg
+            .auth
+            .clone()
+            .ok_or_else(|| format!("source {} has no auth configured", args.cfg.name))?;
+        Ok(SourceState {
+            opts: ParserOptions {
+                tautulli: args.cfg.tautulli.clone(),
+            },
+            auth,
+            cfg: args.cfg,
+            store: args.store,
+            names: args.names,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<SourceMsg>,
+        msg: SourceMsg,
+        st: &mut SourceState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SourceMsg::InjectPanic => panic!("injected panic in source {}", st.cfg.name),
+            SourceMsg::Ingest(req, reply) => {
+                let prepared = prepare(st, &req).await;
+                match prepared {
+                    Err(err) => {
+                        reject(st, &req, &err);
+                        let _ = reply.send(Err(err));
+                    }
+                    Ok(Prepared::Filtered(event_type)) => {
+                        tracing::debug!(source = %st.cfg.name, %event_type, "event filtered by trigger_on");
+                        let _ = reply.send(Ok(IngestOutcome::Filtered { event_type }));
+                    }
+                    Ok(Prepared::Commit(new)) => {
+                        let store = Arc::clone(&st.store);
+                        let names = st.names.clone();
+                        tokio::spawn(commit(store, names, *new, reply));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Prepared {
+    Commit(Box<NewEvent>),
+    Filtered(String),
+}
+
+/// Authenticate, decode, normalise: everything before the store.
+async fn prepare(st: &SourceState, req: &InboundRequest) -> Result<Prepared, IngestError> {
+    let token = req
+        .query
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.as_str());
+    authenticate(&st.auth, &req.headers, token, &req.body).map_err(|error| {
+        IngestError::Unauthorized {
+            error,
+            challenge: st.auth.challenge(),
+        }
+    })?;
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let decoded = decode_body(content_type, &req.body).await?;
+    let mut event = normalise(st.cfg.kind, &st.cfg.name, &st.opts, &decoded.json)?;
+
+    let mut params = req.route_params.clone();
+    for (k, v) in &req.query {
+        // The token is a secret: never stored.
+        if k != "token" {
+            params.insert(k.clone(), v.clone());
+        }
+    }
+    if !passes_trigger_on(&st.cfg.trigger_on, params.get("trigger_on"), &event) {
+        return Ok(Prepared::Filtered(event.event_type));
+    }
+    event.params = params;
+    if event.kind == crate::model::EventKind::Other {
+        tracing::info!(source = %st.cfg.name, event_type = %event.event_type, "unknown event type; stored as `other`");
+    }
+
+    let normalized_json = serde_json::to_string(&event)
+        .map_err(|e| ParseError::Malformed(format!("cannot serialise normalised event: {e}")))?;
+    // Hash the decoded payload, not the whole body: Plex's multipart boundary is random per
+    // request, and Plex re-sends `library.new` after metadata refreshes.
+    let mut h = Sha256::new();
+    h.update(st.cfg.name.as_bytes());
+    h.update([0u8]);
+    h.update(&decoded.raw);
+    Ok(Prepared::Commit(Box::new(NewEvent {
+        event,
+        normalized_json,
+        raw: decoded.raw,
+        content_type: content_type.map(str::to_owned),
+        dedup_key: h.finalize().into(),
+        received_at_ms: req.received_at_ms,
+    })))
+}
+
+/// `trigger_on` from the request (comma-separated) wins over the configured list.
+fn passes_trigger_on(
+    configured: &[String],
+    from_query: Option<&String>,
+    event: &NormalizedEvent,
+) -> bool {
+    let matches = |name: &str| name.trim().eq_ignore_ascii_case(&event.event_type);
+    match from_query.filter(|q| !q.trim().is_empty()) {
+        Some(q) => q.split(',').any(matches),
+        None => configured.is_empty() || configured.iter().any(|c| matches(c)),
+    }
+}
+
+/// Commits, answers the request, and only then passes the event on.
+async fn commit(
+    store: Arc<dyn Store>,
+    names: Names,
+    new: NewEvent,
+    reply: RpcReplyPort<IngestResult>,
+) {
+    let received_at_ms = new.received_at_ms;
+    let source = new.event.instance.clone();
+    let event = Arc::new(new.event.clone());
+    match store.append(new).await {
+        Ok((appended, seq)) => {
+            if let (false, Some(seq)) = (appended.duplicate, seq) {
+                let committed = CommittedEvent {
+                    seq,
+                    id: appended.id.clone(),
+                    received_at_ms,
+                    event,
+                };
+                match ActorRef::<DebouncerMsg>::where_is(names.debouncer()) {
+                    Some(d) => {
+                        let _ = d.cast(DebouncerMsg::Committed(committed));
+                    }
+                    None => tracing::warn!(
+                        event_id = %appended.id,
+                        "debouncer unavailable; the router's recovery sweep will route this event"
+                    ),
+                }
+            } else {
+                tracing::info!(source = %source, event_id = %appended.id, "duplicate event; not routed again");
+            }
+            let _ = reply.send(Ok(IngestOutcome::Stored(appended)));
+        }
+        Err(error) => {
+            tracing::error!(source = %source, %error, "event not committed");
+            let _ = reply.send(Err(IngestError::Store(error)));
+        }
+    }
+}
+
+fn reject(st: &SourceState, req: &InboundRequest, err: &IngestError) {
+    let status = match err {
+        IngestError::Unauthorized { .. } => 401,
+        IngestError::Parse(p) => p.status(),
+        IngestError::Store(_) => 503,
+    };
+    tracing::warn!(source = %st.cfg.name, status, error = %err, "request rejected");
+    if let Some(h) = ActorRef::<HistoryMsg>::where_is(st.names.history()) {
+        let _ = h.cast(HistoryMsg::Rejected(Rejection {
+            at_ms: req.received_at_ms,
+            source: st.cfg.name.clone(),
+            status,
+            reason: err.to_string(),
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventKind, SourceKind};
+
+    fn ev(event_type: &str) -> NormalizedEvent {
+        NormalizedEvent::new(SourceKind::Plex, "plex", EventKind::LibraryNew, event_type)
+    }
+
+    #[test]
+    fn trigger_on_query_overrides_config_and_matches_exactly() {
+        let cfg = vec!["library.new".to_string()];
+        assert!(passes_trigger_on(&cfg, None, &ev("library.new")));
+        assert!(passes_trigger_on(&cfg, None, &ev("LIBRARY.NEW")));
+        assert!(!passes_trigger_on(&cfg, None, &ev("media.play")));
+        let q = "media.play, media.scrobble".to_string();
+        assert!(passes_trigger_on(&cfg, Some(&q), &ev("media.scrobble")));
+        assert!(!passes_trigger_on(&cfg, Some(&q), &ev("library.new")));
+        // Not a substring test (TitleCardMaker's bug): "media" does not match "media.play".
+        let q = "media".to_string();
+        assert!(!passes_trigger_on(&[], Some(&q), &ev("media.play")));
+        assert!(passes_trigger_on(&[], None, &ev("anything")));
+    }
+}

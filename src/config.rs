@@ -1,0 +1,667 @@
+//! Configuration: built-in defaults, then the TOML file, then `RELAYARR_*` environment
+//! overrides, validated once before anything starts.
+//!
+//! Environment overrides address any key by its path, with `__` between levels:
+//! `RELAYARR_SERVER__LISTEN=0.0.0.0:8088`, `RELAYARR_STORE__DEDUP_WINDOW=5m`. A
+//! `[[source]]` is addressed by its name (upper-cased, `-` as `_`):
+//! `RELAYARR_SOURCE__SONARR_4K__AUTH__BASIC__PASSWORD=…`. Appending `_FILE` reads the value
+//! from a file (Docker/Kubernetes secrets): `RELAYARR_SERVER__ADMIN_TOKEN_FILE=/run/secrets/t`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use relayarr_actors::model::SourceKind;
+use relayarr_actors::sources::auth::{AuthConfig, Secret};
+use relayarr_actors::sources::config::SourceConfig;
+use relayarr_actors::store::StoreConfig;
+use relayarr_actors::supervisor::Backoff;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The example config, also the built-in default when `relayarr run` gets no `--config`.
+pub const EXAMPLE_CONFIG: &str = include_str!("../config/relayarr.example.toml");
+
+/// Environment variables starting with this override config keys.
+pub const ENV_PREFIX: &str = "RELAYARR_";
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server, data directory and admin access.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Embedded store tuning.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// How supervisors restart failed actors.
+    #[serde(default)]
+    pub supervision: SupervisionConfig,
+    /// Inbound sources, one per sender instance.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// Drop-in URLs of the tools relayarr replaces, mapped to a configured source name.
+    /// Keys are the alias paths (see [`ALIASES`]); unmapped aliases go to the first source
+    /// of the matching kind.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Use `0.0.0.0:8088` to accept senders on other hosts/containers.
+    pub listen: SocketAddr,
+    /// Where the embedded SQLite database (`relayarr.db`) lives.
+    pub data_dir: PathBuf,
+    /// Largest accepted request body; larger ones get 413 before being read.
+    pub max_body_bytes: usize,
+    /// Bearer token for `/api/v1/admin/*`. Without it, the admin API answers 404.
+    pub admin_token: Option<Secret>,
+    /// How long a request may wait for its commit before a 503.
+    #[serde(with = "humantime_serde")]
+    pub ingest_timeout: Duration,
+    /// How long actors get to stop gracefully on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
+            data_dir: PathBuf::from("./data"),
+            max_body_bytes: 1024 * 1024,
+            admin_token: None,
+            ingest_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[supervision]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisionConfig {
+    /// First restart delay of a failed actor; doubles per consecutive failure (with jitter).
+    #[serde(with = "humantime_serde")]
+    pub restart_base: Duration,
+    /// Longest restart delay.
+    #[serde(with = "humantime_serde")]
+    pub restart_max: Duration,
+    /// More restarts than this within `restart_window` escalate to the parent supervisor.
+    pub max_restarts: u32,
+    #[serde(with = "humantime_serde")]
+    pub restart_window: Duration,
+    /// How often the router looks for committed events that were never routed.
+    #[serde(with = "humantime_serde")]
+    pub sweep_every: Duration,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        let b = Backoff::default();
+        SupervisionConfig {
+            restart_base: b.base,
+            restart_max: b.max,
+            max_restarts: b.max_restarts,
+            restart_window: b.window,
+            sweep_every: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SupervisionConfig {
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.restart_base,
+            max: self.restart_max,
+            max_restarts: self.max_restarts,
+            window: self.restart_window,
+        }
+    }
+}
+
+/// One drop-in URL of a tool relayarr replaces.
+#[derive(Clone, Copy, Debug)]
+pub struct Alias {
+    pub path: &'static str,
+    /// Source kind it maps to when not configured in `[aliases]`.
+    pub kind: SourceKind,
+    /// The tool whose URL this is.
+    pub tool: &'static str,
+}
+
+/// Every drop-in URL. `/triggers/{name}` (autoscan/autopulse) maps to the source of that
+/// name, or else the first source of that kind.
+pub const ALIASES: &[Alias] = &[
+    Alias {
+        path: "/api/sonarr/webhook",
+        kind: SourceKind::Sonarr,
+        tool: "Aura",
+    },
+    Alias {
+        path: "/webhooks/sonarr",
+        kind: SourceKind::Sonarr,
+        tool: "CuePlex",
+    },
+    Alias {
+        path: "/webhooks/radarr",
+        kind: SourceKind::Radarr,
+        tool: "CuePlex",
+    },
+    Alias {
+        path: "/api/webhooks/plex",
+        kind: SourceKind::Plex,
+        tool: "TitleCardMaker",
+    },
+    Alias {
+        path: "/api/webhooks/sonarr/cards",
+        kind: SourceKind::Sonarr,
+        tool: "TitleCardMaker",
+    },
+];
+
+/// A configuration problem, naming the key and the fix.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("`{key}`: {problem}. Fix: {fix}")]
+    Invalid {
+        key: String,
+        problem: String,
+        fix: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (or the built-in example when `None`), applies environment overrides
+    /// from `env`, and validates. All problems are returned, not just the first.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        let (origin, text) = match path {
+            Some(p) => (
+                p.display().to_string(),
+                std::fs::read_to_string(p).map_err(|e| {
+                    vec![ConfigError::Read {
+                        path: p.display().to_string(),
+                        reason: e.to_string(),
+                    }]
+                })?,
+            ),
+            None => (
+                "built-in example config".to_string(),
+                EXAMPLE_CONFIG.to_string(),
+            ),
+        };
+        Self::from_toml_str(&origin, &text, env)
+    }
+
+    /// Parses TOML text, applies environment overrides, and validates.
+    pub fn from_toml_str(
+        origin: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            vec![ConfigError::Parse {
+                origin: origin.to_string(),
+                message: e.to_string(),
+            }]
+        })?;
+        let mut errors = Vec::new();
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        env.sort();
+        for (var, value) in env {
+            if let Err(e) = apply_env(&mut table, &var, &value) {
+                errors.push(e);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                vec![ConfigError::Parse {
+                    origin: format!("{origin} (with RELAYARR_* overrides)"),
+                    message: e.to_string(),
+                }]
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field checks.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errs = Vec::new();
+        if self.server.max_body_bytes == 0 {
+            errs.push(ConfigError::invalid(
+                "server.max_body_bytes",
+                "must be greater than 0",
+                "remove it to use the default of 1048576 (1 MiB)",
+            ));
+        }
+        if self.store.max_batch == 0 {
+            errs.push(ConfigError::invalid(
+                "store.max_batch",
+                "must be greater than 0",
+                "remove it to use the default of 512",
+            ));
+        }
+        if self.supervision.max_restarts == 0 {
+            errs.push(ConfigError::invalid(
+                "supervision.max_restarts",
+                "must be at least 1",
+                "remove it to use the default of 10",
+            ));
+        }
+        if let Some(t) = &self.server.admin_token {
+            if t.expose().len() < 16 {
+                errs.push(ConfigError::invalid(
+                    "server.admin_token",
+                    "is shorter than 16 characters",
+                    "use a long random string, e.g. the output of `openssl rand -hex 32`",
+                ));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let key = format!("source[{i}] (name = {:?})", s.name);
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.name"),
+                    "must be non-empty and use only letters, digits, `-` and `_`",
+                    "rename it, e.g. `sonarr-4k`; it becomes the URL /api/v1/webhooks/{name}",
+                ));
+            }
+            if !seen.insert(s.name.to_ascii_lowercase()) {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.name"),
+                    "is used by another source",
+                    "give every [[source]] a unique name",
+                ));
+            }
+            match &s.auth {
+                None => errs.push(ConfigError::invalid(
+                    format!("{key}.auth"),
+                    "is missing",
+                    "add e.g. auth = { basic = { username = \"sonarr\", password = \"…\" } }, \
+                     or write auth = \"none\" to accept unauthenticated requests",
+                )),
+                Some(AuthConfig::Basic { password: p, .. })
+                | Some(AuthConfig::Bearer(p))
+                | Some(AuthConfig::Token(p))
+                | Some(AuthConfig::Header { value: p, .. })
+                | Some(AuthConfig::Hmac { secret: p, .. })
+                    if p.expose().is_empty() =>
+                {
+                    errs.push(ConfigError::invalid(
+                        format!("{key}.auth"),
+                        "has an empty secret",
+                        "set the secret, or use a RELAYARR_SOURCE__…_FILE variable",
+                    ))
+                }
+                Some(AuthConfig::Header { name, .. })
+                | Some(AuthConfig::Hmac { header: name, .. })
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() =>
+                {
+                    errs.push(ConfigError::invalid(
+                        format!("{key}.auth"),
+                        format!("`{name}` is not a valid header name"),
+                        "use a header name such as X-Api-Key",
+                    ))
+                }
+                Some(
+                    AuthConfig::Basic { .. }
+                    | AuthConfig::Header { .. }
+                    | AuthConfig::Bearer(_)
+                    | AuthConfig::Hmac { .. },
+                ) if s.kind == SourceKind::Plex => errs.push(ConfigError::invalid(
+                    format!("{key}.auth"),
+                    "Plex webhooks cannot carry headers or credentials",
+                    "use auth = { token = \"…\" } and add ?token=… to the webhook URL in Plex",
+                )),
+                _ => {}
+            }
+        }
+        for (path, target) in &self.aliases {
+            if !ALIASES.iter().any(|a| a.path == path) && !path.starts_with("/triggers/") {
+                errs.push(ConfigError::invalid(
+                    format!("aliases.\"{path}\""),
+                    "is not a known drop-in URL",
+                    format!(
+                        "use one of: {}, /triggers/<name>",
+                        ALIASES
+                            .iter()
+                            .map(|a| a.path)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            if !self.sources.iter().any(|s| &s.name == target) {
+                errs.push(ConfigError::invalid(
+                    format!("aliases.\"{path}\""),
+                    format!("names source `{target}`, which is not configured"),
+                    "point it at the `name` of a [[source]]",
+                ));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// The SQLite database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.server.data_dir.join("relayarr.db")
+    }
+
+    /// The source a drop-in alias path resolves to, if any.
+    pub fn resolve_alias(&self, path: &str) -> Option<&SourceConfig> {
+        if let Some(name) = self.aliases.get(path) {
+            return self.sources.iter().find(|s| &s.name == name);
+        }
+        if let Some(trigger) = path.strip_prefix("/triggers/") {
+            if let Some(s) = self
+                .sources
+                .iter()
+                .find(|s| s.name.eq_ignore_ascii_case(trigger))
+            {
+                return Some(s);
+            }
+            return SourceKind::ALL
+                .iter()
+                .find(|k| k.as_str().eq_ignore_ascii_case(trigger))
+                .and_then(|k| self.sources.iter().find(|s| s.kind == *k));
+        }
+        let alias = ALIASES.iter().find(|a| a.path == path)?;
+        self.sources.iter().find(|s| s.kind == alias.kind)
+    }
+}
+
+/// Applies one `RELAYARR_A__B__C[_FILE]=value` override to the TOML tree.
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let env_err = |reason: String| ConfigError::Env {
+        var: var.to_string(),
+        reason,
+    };
+    let rest = &var[ENV_PREFIX.len()..];
+    if !rest.contains("__") {
+        // RELAYARR_LOG and friends are read by the binary, not config keys.
+        return Ok(());
+    }
+    let (rest, from_file) = match rest.strip_suffix("_FILE") {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    let value = if from_file {
+        let text = std::fs::read_to_string(value)
+            .map_err(|e| env_err(format!("cannot read secret file {value}: {e}")))?;
+        text.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        value.to_string()
+    };
+    let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let mut node = table;
+    let mut i = 0;
+    while i + 1 < path.len() {
+        let seg = &path[i];
+        if seg == "source" {
+            let name = path.get(i + 1).cloned().unwrap_or_default();
+            let sources = node
+                .get_mut("source")
+                .and_then(|v| v.as_array_mut())
+                .ok_or_else(|| env_err("no [[source]] is configured".into()))?;
+            let found = sources
+                .iter_mut()
+                .filter_map(|v| v.as_table_mut())
+                .find(|t| {
+                    t.get("name")
+                        .and_then(|n| n.as_str())
+                        .is_some_and(|n| n.to_ascii_lowercase().replace('-', "_") == name)
+                })
+                .ok_or_else(|| {
+                    env_err(format!(
+                        "no [[source]] named `{name}` (case-insensitive, `-` written as `_`)"
+                    ))
+                })?;
+            node = found;
+            i += 2;
+            continue;
+        }
+        let entry = node
+            .entry(seg.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry
+            .as_table_mut()
+            .ok_or_else(|| env_err(format!("`{seg}` is not a table")))?;
+        i += 1;
+    }
+    let leaf = path
+        .get(i)
+        .ok_or_else(|| env_err("names no key".into()))?
+        .clone();
+    node.insert(leaf, parse_env_value(&value));
+    Ok(())
+}
+
+/// Env values are TOML scalars when they parse as one (numbers, booleans, arrays), else strings.
+fn parse_env_value(raw: &str) -> toml::Value {
+    let wrapped = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:9999"
+admin_token = "0123456789abcdef0123"
+
+[[source]]
+name = "sonarr-4k"
+kind = "sonarr"
+auth = { basic = { username = "sonarr", password = "from-file" } }
+
+[[source]]
+name = "plex"
+kind = "plex"
+auth = { token = "t" }
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, Vec<ConfigError>> {
+        Config::from_toml_str(
+            "test",
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    fn messages(errs: Vec<ConfigError>) -> String {
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn config_example_is_valid() {
+        let cfg = load(EXAMPLE_CONFIG, &[])
+            .map_err(messages)
+            .expect("example config is valid");
+        assert!(!cfg.sources.is_empty());
+    }
+
+    #[test]
+    fn config_env_overrides_keys_and_sources() {
+        let cfg = load(
+            BASE,
+            &[
+                ("RELAYARR_SERVER__LISTEN", "0.0.0.0:1234"),
+                ("RELAYARR_STORE__MAX_BATCH", "64"),
+                (
+                    "RELAYARR_SOURCE__SONARR_4K__AUTH__BASIC__PASSWORD",
+                    "overridden",
+                ),
+                ("RELAYARR_LOG", "debug"),
+            ],
+        )
+        .map_err(messages)
+        .expect("valid");
+        assert_eq!(cfg.server.listen.port(), 1234);
+        assert_eq!(cfg.store.max_batch, 64);
+        match &cfg.sources[0].auth {
+            Some(AuthConfig::Basic { password, .. }) => assert_eq!(password.expose(), "overridden"),
+            other => panic!("unexpected auth {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_env_file_suffix_reads_secret_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("token");
+        std::fs::write(&f, "a-very-long-admin-token-from-file\n").expect("write");
+        let cfg = load(
+            BASE,
+            &[(
+                "RELAYARR_SERVER__ADMIN_TOKEN_FILE",
+                f.to_str().expect("utf8"),
+            )],
+        )
+        .map_err(messages)
+        .expect("valid");
+        assert_eq!(
+            cfg.server.admin_token.as_ref().map(Secret::expose),
+            Some("a-very-long-admin-token-from-file")
+        );
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys_naming_them() {
+        let errs = load(&format!("{BASE}\n[store]\nmax_bach = 3\n"), &[]).expect_err("unknown key");
+        let msg = messages(errs);
+        assert!(msg.contains("max_bach"), "{msg}");
+        let errs = load(BASE, &[("RELAYARR_SERVER__LISTNE", "x")]).expect_err("unknown env key");
+        assert!(messages(errs).contains("listne"));
+    }
+
+    #[test]
+    fn config_source_without_auth_is_an_error_with_a_fix() {
+        let errs =
+            load("[[source]]\nname = \"sonarr\"\nkind = \"sonarr\"\n", &[]).expect_err("no auth");
+        let msg = messages(errs);
+        assert!(
+            msg.contains("source[0]") && msg.contains("auth") && msg.contains("auth = \"none\""),
+            "{msg}"
+        );
+        load(
+            "[[source]]\nname = \"s\"\nkind = \"sonarr\"\nauth = \"none\"\n",
+            &[],
+        )
+        .map_err(messages)
+        .expect("explicit none is fine");
+    }
+
+    #[test]
+    fn config_collects_every_problem() {
+        let text = r#"
+[server]
+admin_token = "short"
+[[source]]
+name = "bad name"
+kind = "plex"
+auth = { basic = { password = "x" } }
+[[source]]
+name = "dup"
+kind = "custom"
+auth = "none"
+[[source]]
+name = "dup"
+kind = "custom"
+auth = "none"
+[aliases]
+"/nope" = "missing"
+"#;
+        let msg = messages(load(text, &[]).expect_err("invalid"));
+        for needle in [
+            "admin_token",
+            "bad name",
+            "Plex webhooks cannot",
+            "unique name",
+            "/nope",
+            "`missing`",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+        }
+    }
+
+    #[test]
+    fn config_aliases_resolve_by_config_then_kind() {
+        let mut cfg = load(BASE, &[]).map_err(messages).expect("valid");
+        assert_eq!(
+            cfg.resolve_alias("/api/sonarr/webhook")
+                .map(|s| s.name.as_str()),
+            Some("sonarr-4k")
+        );
+        assert_eq!(
+            cfg.resolve_alias("/api/webhooks/plex")
+                .map(|s| s.name.as_str()),
+            Some("plex")
+        );
+        assert_eq!(
+            cfg.resolve_alias("/triggers/sonarr")
+                .map(|s| s.name.as_str()),
+            Some("sonarr-4k")
+        );
+        assert_eq!(
+            cfg.resolve_alias("/triggers/plex").map(|s| s.name.as_str()),
+            Some("plex")
+        );
+        assert!(cfg.resolve_alias("/webhooks/radarr").is_none());
+        cfg.aliases.insert("/webhooks/radarr".into(), "plex".into());
+        assert_eq!(
+            cfg.resolve_alias("/webhooks/radarr")
+                .map(|s| s.name.as_str()),
+            Some("plex")
+        );
+    }
+}

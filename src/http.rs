@@ -1,0 +1,372 @@
+//! HTTP ingress and the admin API. Handlers are thin: they find the source, enforce the body
+//! limit, and hand the request to the source's actor, which answers only after the commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+use relayarr_actors::sources::actor::{InboundRequest, IngestError, IngestOutcome, SourceMsg};
+use relayarr_actors::sources::auth::{ct_eq, Secret};
+use relayarr_actors::store::{now_ms, Store};
+use relayarr_actors::supervisor::snapshot;
+use relayarr_actors::system::Names;
+use serde_json::json;
+
+use crate::config::{Config, ALIASES};
+use crate::error::ApiError;
+
+const ALLOW_INGEST: &str = "POST, PUT";
+
+/// Shared, read-only state of the HTTP layer.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    names: Names,
+    /// Source names, lower-cased → configured name.
+    sources: HashMap<String, String>,
+    /// Alias path → source name.
+    aliases: HashMap<String, String>,
+    max_body: usize,
+    ingest_timeout: Duration,
+    admin_token: Option<Secret>,
+    store: Arc<dyn Store>,
+}
+
+impl AppState {
+    pub fn new(cfg: &Config, names: Names, store: Arc<dyn Store>) -> Self {
+        let sources = cfg
+            .sources
+            .iter()
+            .map(|s| (s.name.to_ascii_lowercase(), s.name.clone()))
+            .collect();
+        let mut aliases = HashMap::new();
+        for a in ALIASES {
+            if let Some(s) = cfg.resolve_alias(a.path) {
+                aliases.insert(a.path.to_string(), s.name.clone());
+            }
+        }
+        AppState {
+            inner: Arc::new(Inner {
+                names,
+                sources,
+                aliases,
+                max_body: cfg.server.max_body_bytes,
+                ingest_timeout: cfg.server.ingest_timeout,
+                admin_token: cfg.server.admin_token.clone(),
+                store,
+            }),
+        }
+    }
+}
+
+/// Holds the config for `/triggers/{name}`, which resolves at request time.
+#[derive(Clone)]
+struct TriggerMap(Arc<HashMap<String, String>>);
+
+/// The full router: ingress, drop-in aliases, admin API.
+pub fn router(state: AppState, cfg: &Config) -> Router {
+    let mut triggers = HashMap::new();
+    for name in cfg
+        .sources
+        .iter()
+        .map(|s| s.name.to_ascii_lowercase())
+        .chain(
+            relayarr_actors::model::SourceKind::ALL
+                .iter()
+                .map(|k| k.as_str().to_string()),
+        )
+    {
+        if let Some(s) = cfg.resolve_alias(&format!("/triggers/{name}")) {
+            triggers.insert(name, s.name.clone());
+        }
+    }
+    for (path, target) in &cfg.aliases {
+        if let Some(name) = path.strip_prefix("/triggers/") {
+            triggers.insert(name.to_ascii_lowercase(), target.clone());
+        }
+    }
+    let triggers = TriggerMap(Arc::new(triggers));
+
+    let mut r = Router::new()
+        .route("/api/v1/webhooks/{name}", ingest_route(ingest_named))
+        .route(
+            "/triggers/{name}",
+            ingest_route(
+                move |State(st): State<AppState>, Path(name): Path<String>, req: Request| {
+                    let triggers = triggers.clone();
+                    async move {
+                        match triggers.0.get(&name.to_ascii_lowercase()) {
+                            Some(source) => ingest(st, source.clone(), BTreeMap::new(), req).await,
+                            None => Err(ApiError::NotFound(format!(
+                                "no source for trigger `{name}`: add a [[source]] named `{name}` or map it in [aliases]"
+                            ))),
+                        }
+                    }
+                },
+            ),
+        )
+        .route("/api/v1/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/api/v1/admin/events/{id}", get(admin_event))
+        .route("/api/v1/admin/rejections", get(admin_rejections))
+        .route("/api/v1/actors", get(admin_actors));
+    for alias in ALIASES {
+        let path = alias.path;
+        r = r.route(
+            path,
+            ingest_route(move |State(st): State<AppState>, req: Request| async move {
+                match st.inner.aliases.get(path).cloned() {
+                    Some(source) => ingest(st, source, BTreeMap::new(), req).await,
+                    None => Err(ApiError::NotFound(format!(
+                        "no source for {path}: configure a [[source]] of the matching kind or map it in [aliases]"
+                    ))),
+                }
+            }),
+        );
+    }
+    r.fallback(|uri: Uri| async move {
+        tracing::warn!(path = %uri.path(), "no such route");
+        ApiError::NotFound(format!("no route for {}", uri.path()))
+    })
+    .with_state(state)
+}
+
+/// POST and PUT (the *arr `Method` setting) go to `handler`; any other method gets a JSON 405.
+fn ingest_route<H, T>(handler: H) -> MethodRouter<AppState>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    axum::routing::post(handler.clone()).put(handler).fallback(
+        |method: Method, uri: Uri| async move {
+            tracing::warn!(%method, path = %uri.path(), "method not allowed");
+            ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                allow: ALLOW_INGEST,
+            }
+        },
+    )
+}
+
+async fn ingest_named(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let Some(source) = st.inner.sources.get(&name.to_ascii_lowercase()).cloned() else {
+        tracing::warn!(source = %name, "webhook for an unknown source");
+        return Err(ApiError::NotFound(format!(
+            "no source named `{name}` is configured"
+        )));
+    };
+    ingest(st, source, BTreeMap::new(), req).await
+}
+
+/// The shared ingest path of every webhook route.
+async fn ingest(
+    st: AppState,
+    source: String,
+    route_params: BTreeMap<String, String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let received_at_ms = now_ms();
+    let (parts, body) = req.into_parts();
+    let body = read_body(&source, &parts.headers, body, st.inner.max_body).await?;
+    let query = parse_query(parts.uri.query());
+    let Some(actor) = ActorRef::<SourceMsg>::where_is(st.inner.names.source(&source)) else {
+        tracing::warn!(source = %source, "source actor is restarting");
+        return Err(ApiError::Unavailable(format!(
+            "source `{source}` is restarting; retry shortly"
+        )));
+    };
+    let inbound = InboundRequest {
+        headers: parts.headers,
+        query,
+        route_params,
+        body,
+        received_at_ms,
+    };
+    let res = actor
+        .call(
+            |reply| SourceMsg::Ingest(Box::new(inbound), reply),
+            Some(st.inner.ingest_timeout),
+        )
+        .await;
+    match res {
+        Ok(CallResult::Success(Ok(outcome))) => Ok(outcome_response(outcome)),
+        Ok(CallResult::Success(Err(e))) => Err(match e {
+            IngestError::Unauthorized { error, challenge } => ApiError::Unauthorized {
+                message: error.to_string(),
+                challenge,
+            },
+            IngestError::Parse(p) => ApiError::BadInput(p),
+            IngestError::Store(s) => ApiError::Unavailable(format!("event not stored: {s}")),
+        }),
+        Ok(CallResult::Timeout) => {
+            tracing::error!(source = %source, "ingest timed out before commit");
+            Err(ApiError::Unavailable(
+                "timed out before the event was committed".into(),
+            ))
+        }
+        Ok(CallResult::SenderError) | Err(_) => {
+            tracing::error!(source = %source, "source actor stopped while handling the request");
+            Err(ApiError::Unavailable(format!(
+                "source `{source}` failed while handling the request; it is being restarted, retry shortly"
+            )))
+        }
+    }
+}
+
+fn outcome_response(outcome: IngestOutcome) -> Response {
+    match outcome {
+        IngestOutcome::Stored(a) if a.duplicate => (
+            StatusCode::OK,
+            Json(json!({ "id": a.id, "duplicate": true })),
+        )
+            .into_response(),
+        IngestOutcome::Stored(a) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": a.id, "duplicate": false })),
+        )
+            .into_response(),
+        IngestOutcome::Filtered { event_type } => (
+            StatusCode::OK,
+            Json(json!({ "id": null, "filtered": true, "event": event_type })),
+        )
+            .into_response(),
+    }
+}
+
+/// Reads the body under the limit: 413 from `Content-Length` before reading anything, and
+/// 413 again if a chunked body grows past the limit.
+async fn read_body(
+    source: &str,
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        tracing::warn!(source = %source, declared, limit = max, "body too large (Content-Length)");
+        return Err(ApiError::PayloadTooLarge { limit: max });
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            tracing::warn!(source = %source, limit = max, "body too large (while reading)");
+            Err(ApiError::PayloadTooLarge { limit: max })
+        }
+        Err(e) => {
+            tracing::warn!(source = %source, error = %e, "could not read body");
+            Err(ApiError::BodyRead(e.to_string()))
+        }
+    }
+}
+
+/// Query pairs, decoded as `application/x-www-form-urlencoded` (`+` is a space).
+fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
+    q.map(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, _)| !k.is_empty())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Admin endpoints need `Authorization: Bearer <admin_token>`; without a configured token
+/// they do not exist (404), so an unconfigured admin API cannot be probed.
+fn check_admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &st.inner.admin_token else {
+        return Err(ApiError::NotFound(
+            "the admin API is disabled: set server.admin_token".into(),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    match given {
+        Some(t) if ct_eq(t.as_bytes(), token.expose().as_bytes()) => Ok(()),
+        _ => {
+            tracing::warn!("admin request with missing or wrong bearer token");
+            Err(ApiError::Unauthorized {
+                message: "admin API needs Authorization: Bearer <server.admin_token>".into(),
+                challenge: r#"Bearer realm="relayarr-admin""#.into(),
+            })
+        }
+    }
+}
+
+async fn admin_event(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    match st.inner.store.get_event(&id).await {
+        Ok(Some(ev)) => Ok(Json(ev).into_response()),
+        Ok(None) => Err(ApiError::NotFound(format!("no event with id `{id}`"))),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+async fn admin_rejections(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    match st.inner.store.recent_rejections(100).await {
+        Ok(rows) => Ok(Json(json!({ "rejections": rows })).into_response()),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+async fn admin_actors(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    match ractor::registry::where_is(st.inner.names.root()) {
+        Some(root) => Ok(Json(snapshot(&root)).into_response()),
+        None => Err(ApiError::Unavailable(
+            "the actor tree is not running".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding_handles_escapes_and_plus() {
+        let q = parse_query(Some(
+            "library=TV+Shows&trigger_on=library.new%2Cmedia.scrobble&x=%zz%C3&flag",
+        ));
+        assert_eq!(q[0], ("library".into(), "TV Shows".into()));
+        assert_eq!(
+            q[1],
+            ("trigger_on".into(), "library.new,media.scrobble".into())
+        );
+        assert_eq!(q[3], ("flag".into(), String::new()));
+        assert!(parse_query(None).is_empty());
+    }
+}

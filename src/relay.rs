@@ -1,0 +1,161 @@
+//! `Relay`: the embeddable service. `Relay::builder(config).start(listener, shutdown)` opens
+//! the store, starts the supervision tree, serves HTTP until `shutdown` resolves, then stops
+//! in order: ingress, actors (sources first, history last), store flush.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use ractor::ActorRef;
+use relayarr_actors::store::{SqliteStore, Store, StoreError};
+use relayarr_actors::supervisor::{render_tree, snapshot, SupervisorMsg};
+use relayarr_actors::system::{start_system, Names, SystemConfig};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{router, AppState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("could not start the actor tree: {0}")]
+    Spawn(String),
+    #[error("http server: {0}")]
+    Serve(#[from] std::io::Error),
+    #[error("the actor tree stopped unexpectedly (a supervisor escalated past the root)")]
+    TreeFailed,
+}
+
+/// Entry point for running relayarr, in its binary or embedded in another program.
+#[derive(Debug)]
+pub struct Relay;
+
+impl Relay {
+    pub fn builder(config: Config) -> RelayBuilder {
+        RelayBuilder {
+            config,
+            namespace: String::new(),
+            store: None,
+        }
+    }
+}
+
+pub struct RelayBuilder {
+    config: Config,
+    namespace: String,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl RelayBuilder {
+    /// Prefix for actor names. ractor's registry is process-global, so two relays in one
+    /// process need different prefixes.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = ns.into();
+        self
+    }
+
+    /// Uses this store instead of opening SQLite under `server.data_dir`.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Runs until `shutdown` resolves (or the actor tree fails), then stops gracefully.
+    pub async fn start(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RelayError> {
+        let cfg = self.config;
+        let names = Names::new(self.namespace);
+        let store: Arc<dyn Store> = match self.store {
+            Some(s) => s,
+            None => SqliteStore::open(cfg.db_path(), cfg.store.clone())?,
+        };
+        let system = SystemConfig {
+            names: names.clone(),
+            store: Arc::clone(&store),
+            sources: cfg.sources.iter().cloned().map(Arc::new).collect(),
+            backoff: cfg.supervision.backoff(),
+            stop_timeout: cfg.server.shutdown_grace,
+            sweep_every: cfg.supervision.sweep_every,
+            sweep_age: cfg.supervision.sweep_every,
+        };
+        let (root, root_handle) = start_system(system)
+            .await
+            .map_err(|e| RelayError::Spawn(e.to_string()))?;
+        wait_tree_ready(&names).await;
+        let tree = render_tree(&snapshot(&root.get_cell()));
+        tracing::info!("supervision tree:\n{tree}");
+
+        let app = router(AppState::new(&cfg, names.clone(), Arc::clone(&store)), &cfg);
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, sources = cfg.sources.len(), "relayarr listening");
+
+        let (tree_dead_tx, tree_dead_rx) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(async move {
+            let _ = root_handle.await;
+            let _ = tree_dead_tx.send(());
+        });
+        let stop = async move {
+            tokio::select! {
+                _ = shutdown => tracing::info!("shutdown requested: stopping ingress"),
+                _ = tree_dead_rx => tracing::error!("actor tree stopped: stopping ingress"),
+            }
+        };
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await;
+
+        let tree_alive = !watcher.is_finished();
+        watcher.abort();
+        if tree_alive {
+            tracing::info!("ingress stopped; stopping actors");
+            let grace = cfg.server.shutdown_grace * 2;
+            if let Err(error) = root
+                .stop_and_wait(Some("shutdown".into()), Some(grace))
+                .await
+            {
+                tracing::warn!(%error, "actors did not stop within the grace period");
+            }
+        }
+        let flushed = store.close().await;
+        match (&served, &flushed, tree_alive) {
+            (Ok(()), Ok(()), true) => tracing::info!("graceful stop complete: store flushed"),
+            _ => tracing::warn!(
+                served = ?served.as_ref().err(),
+                store = ?flushed.as_ref().err(),
+                tree_alive,
+                "stop was not fully graceful"
+            ),
+        }
+        served?;
+        flushed?;
+        if tree_alive {
+            Ok(())
+        } else {
+            Err(RelayError::TreeFailed)
+        }
+    }
+}
+
+/// Supervisors start their children in `post_start`, after `spawn` returned. A call is
+/// answered only once `post_start` is done, so one call per supervisor waits for the tree.
+async fn wait_tree_ready(names: &Names) {
+    for name in [
+        names.root(),
+        names.plex(),
+        names.hooks(),
+        names.sources(),
+        names.pollers(),
+    ] {
+        if let Some(sup) = ActorRef::<SupervisorMsg>::where_is(name) {
+            let _ = sup
+                .call(
+                    SupervisorMsg::Children,
+                    Some(std::time::Duration::from_secs(10)),
+                )
+                .await;
+        }
+    }
+}
