@@ -1,1 +1,1015 @@
-fn main() {}
+//! Load bench: the real relayarr service, in-process, against a bare axum handler, over
+//! loopback with keep-alive HTTP/1.1 and unique Sonarr `Download` bodies.
+//!
+//! Runtime sizing. The target machine has 2 cores, and server and load generator share them:
+//! - The server under test gets its own multi-thread tokio runtime with 2 workers (override:
+//!   `RELAYARR_BENCH_SERVER_THREADS`), which is what `relayarr run` uses on a 2-core host.
+//!   relayarr also runs its SQLite writer thread and the blocking pool outside those workers.
+//! - The load generator runs on one OS thread with a current-thread runtime, so it can never
+//!   use more than one core, and its cost is the same for both targets. It is a hand-written
+//!   HTTP/1.1 writer/reader over `TcpStream` (one connection per task, one request in flight
+//!   per connection, pre-rendered headers), far cheaper per request than a general client.
+//!   Its CPU use is measured and printed, so you can see how much it took from the server.
+//!
+//! Both targets run with exactly this layout, so the ratio compares the servers, not the
+//! set-up. No tracing subscriber is installed: every `tracing` call is a cheap no-op, so
+//! logging does not skew the numbers (and warnings would not be shown; errors are counted
+//! from the HTTP statuses instead).
+//!
+//! Every scenario gets a fresh relay (fresh temp `data_dir`), because identical bodies are
+//! deduplicated and the store should start empty; after the relay has shut down, the bench
+//! reopens the SQLite file and checks that it holds exactly one event per 202 received.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use relayarr::actors::store::{SqliteStore, Store};
+use relayarr::{Config, Relay};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const CONCURRENCY: [usize; 2] = [16, 64];
+const WARMUP: Duration = Duration::from_secs(2);
+const DEFAULT_SECS: u64 = 10;
+const DEFAULT_SERVER_THREADS: usize = 2;
+/// A request still unanswered after this is counted as an error and its connection dropped.
+/// Longer than relayarr's default `ingest_timeout` (30 s), so relayarr's own 503 shows first.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
+/// `sonarr` / `Pa55w0rd!`, the credentials of the shared Sonarr fixtures.
+const AUTHORIZATION: &str = "Basic c29uYXJyOlBhNTV3MHJkIQ==";
+/// `/proc/*/stat` counts CPU time in USER_HZ ticks, which Linux fixes at 100 for userspace on
+/// every mainstream architecture (asking `sysconf` would need `unsafe`, forbidden here).
+const USER_HZ: f64 = 100.0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Relayarr,
+    Bare,
+}
+
+impl Target {
+    fn label(self) -> &'static str {
+        match self {
+            Target::Relayarr => "relayarr",
+            Target::Bare => "bare axum",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    secs: u64,
+    server_threads: usize,
+    /// Parent of each scenario's temp `data_dir` (`RELAYARR_BENCH_DIR`, else the system temp
+    /// dir): fsync cost depends entirely on this file system.
+    data_parent: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let settings = match settings_from_env() {
+        Ok(s) => s,
+        Err(msg) => {
+            eprintln!("ingest_load: {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One counter for the whole run: every body sent by this process is different.
+    let seq = Arc::new(AtomicU64::new(0));
+    print_preamble(&settings);
+
+    let mut results = Vec::new();
+    for conns in CONCURRENCY {
+        for target in [Target::Relayarr, Target::Bare] {
+            eprintln!(
+                "ingest_load: {} × {conns} connections: {} s warm-up + {} s …",
+                target.label(),
+                WARMUP.as_secs(),
+                settings.secs
+            );
+            match run_scenario(target, conns, &settings, &seq) {
+                Ok(r) => results.push(r),
+                Err(msg) => {
+                    eprintln!("ingest_load: {} × {conns} failed: {msg}", target.label());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    print_report(&settings, &results);
+    let store_ok = results
+        .iter()
+        .all(|r| r.stored.is_none_or(|n| n == r.load.ok_total));
+    let clean = results.iter().all(|r| r.load.errors.is_empty());
+    if store_ok && clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn settings_from_env() -> Result<Settings, String> {
+    fn positive(var: &str, default: u64) -> Result<u64, String> {
+        match std::env::var(var) {
+            Err(_) => Ok(default),
+            Ok(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{var}={v:?} is not a positive whole number")),
+        }
+    }
+    let server_threads = positive(
+        "RELAYARR_BENCH_SERVER_THREADS",
+        DEFAULT_SERVER_THREADS as u64,
+    )?;
+    Ok(Settings {
+        secs: positive("RELAYARR_BENCH_SECS", DEFAULT_SECS)?,
+        server_threads: usize::try_from(server_threads).map_err(|e| e.to_string())?,
+        data_parent: std::env::var_os("RELAYARR_BENCH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario: start a server, drive it, stop it, measure.
+// ---------------------------------------------------------------------------------------
+
+struct ScenarioResult {
+    target: Target,
+    conns: usize,
+    load: LoadResult,
+    /// Events in the store after shutdown (relayarr only).
+    stored: Option<u64>,
+    rss_before_kib: u64,
+    rss_peak_kib: u64,
+    rss_after_kib: u64,
+    /// Whether `VmHWM` could be reset before the scenario; if not, the peak is the process's.
+    peak_reset: bool,
+}
+
+fn run_scenario(
+    target: Target,
+    conns: usize,
+    settings: &Settings,
+    seq: &Arc<AtomicU64>,
+) -> Result<ScenarioResult, String> {
+    let peak_reset = reset_peak_rss();
+    let rss_before_kib = proc_status_kib("VmRSS").unwrap_or(0);
+
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.server_threads)
+        .thread_name("bench-server")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("server runtime: {e}"))?;
+    let data_dir = tempfile::Builder::new()
+        .prefix("relayarr-bench-")
+        .tempdir_in(&settings.data_parent)
+        .map_err(|e| format!("temp dir in {}: {e}", settings.data_parent.display()))?;
+    let listener = server_rt
+        .block_on(TcpListener::bind("127.0.0.1:0"))
+        .map_err(|e| format!("bind: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("local_addr: {e}"))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        let _ = stop_rx.await;
+    };
+
+    let (server, db_path) = match target {
+        Target::Relayarr => {
+            let cfg = relay_config(data_dir.path())?;
+            let db = cfg.db_path();
+            let relay = Relay::builder(cfg).namespace(format!("bench{conns}"));
+            let task = server_rt
+                .spawn(async move { relay.start(listener, stop).await.map_err(|e| e.to_string()) });
+            (task, Some(db))
+        }
+        Target::Bare => {
+            let task = server_rt.spawn(async move {
+                axum::serve(listener, bare_router())
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            (task, None)
+        }
+    };
+    server_rt
+        .block_on(wait_ready(addr))
+        .map_err(|e| format!("server did not become ready: {e}"))?;
+
+    let load = {
+        let seq = Arc::clone(seq);
+        let secs = Duration::from_secs(settings.secs);
+        std::thread::Builder::new()
+            .name("bench-client".into())
+            .spawn(move || -> Result<LoadResult, String> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("client runtime: {e}"))?;
+                Ok(rt.block_on(drive(addr, conns, secs, seq)))
+            })
+            .map_err(|e| format!("client thread: {e}"))?
+            .join()
+            .map_err(|_| "the load generator panicked".to_string())??
+    };
+    let rss_after_kib = proc_status_kib("VmRSS").unwrap_or(0);
+    let rss_peak_kib = proc_status_kib("VmHWM").unwrap_or(0);
+
+    // The load generator's connections are closed (its runtime is gone), so the graceful
+    // stop does not wait on idle keep-alive connections.
+    let _ = stop_tx.send(());
+    server_rt
+        .block_on(server)
+        .map_err(|e| format!("server task: {e}"))?
+        .map_err(|e| format!("server stopped with an error: {e}"))?;
+    // The relay has flushed and closed its store; count through a fresh handle.
+    let stored = match db_path {
+        Some(db) => Some(server_rt.block_on(async move {
+            let store = SqliteStore::open(&db, Default::default()).map_err(|e| e.to_string())?;
+            let n = store.count_events().await.map_err(|e| e.to_string())?;
+            store.close().await.map_err(|e| e.to_string())?;
+            Ok::<u64, String>(n)
+        })?),
+        None => None,
+    };
+    server_rt.shutdown_timeout(Duration::from_secs(10));
+    drop(data_dir);
+    Ok(ScenarioResult {
+        target,
+        conns,
+        load,
+        stored,
+        rss_before_kib,
+        rss_peak_kib,
+        rss_after_kib,
+        peak_reset,
+    })
+}
+
+fn relay_config(data_dir: &Path) -> Result<Config, String> {
+    let dir = toml::Value::String(data_dir.display().to_string());
+    let text = format!(
+        r#"
+[server]
+data_dir = {dir}
+shutdown_grace = "5s"
+
+[[source]]
+name = "sonarr"
+kind = "sonarr"
+auth = {{ basic = {{ username = "sonarr", password = "Pa55w0rd!" }} }}
+"#
+    );
+    // No environment: the bench must not pick up a developer's RELAYARR_* overrides.
+    Config::from_toml_str("ingest_load bench", &text, std::iter::empty()).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// The comparison target: routing, body read and JSON parse, nothing stored.
+fn bare_router() -> Router {
+    async fn ingest(body: Bytes) -> Response {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(_) => (
+                StatusCode::ACCEPTED,
+                // Same shape and size as relayarr's answer (a ULID id).
+                Json(serde_json::json!({"id": "01JBENCHBAREAXUM0000000000", "duplicate": false})),
+            )
+                .into_response(),
+            Err(e) => (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"error": e.to_string()})),
+            )
+                .into_response(),
+        }
+    }
+    Router::new()
+        .route("/api/v1/webhooks/{name}", post(ingest))
+        .route("/api/v1/health", get(|| async { "ok" }))
+}
+
+/// Polls `GET /api/v1/health` until it answers 200, so start-up is not part of the warm-up.
+async fn wait_ready(addr: SocketAddr) -> io::Result<()> {
+    let req = format!("GET /api/v1/health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = Vec::new();
+    loop {
+        let attempt = async {
+            let mut s = TcpStream::connect(addr).await?;
+            exchange(&mut s, req.as_bytes(), &mut buf).await
+        };
+        match attempt.await {
+            Ok(200) => return Ok(()),
+            Ok(status) if Instant::now() > deadline => {
+                return Err(io::Error::other(format!("health answered {status}")))
+            }
+            Err(e) if Instant::now() > deadline => return Err(e),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Load generator: one task per connection, one request in flight per connection.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct LoadResult {
+    /// Measured window length (the warm-up excluded).
+    window: Duration,
+    /// 202 answers completed inside the window.
+    ok_window: u64,
+    /// 202 answers over the whole run (warm-up and the tail included): what the store holds.
+    ok_total: u64,
+    /// Latency of the window's 202 answers, in microseconds.
+    p50_us: u32,
+    p99_us: u32,
+    max_us: u32,
+    /// Everything that was not a 202, over the whole run: count and a sample answer.
+    errors: BTreeMap<String, (u64, String)>,
+    /// CPU seconds used inside the window by the whole process and by the load generator.
+    cpu_process_s: f64,
+    cpu_client_s: f64,
+    cpu_elapsed: Duration,
+}
+
+impl LoadResult {
+    fn rate(&self) -> f64 {
+        self.ok_window as f64 / self.window.as_secs_f64()
+    }
+}
+
+#[derive(Default)]
+struct WorkerStats {
+    ok_window: u64,
+    ok_total: u64,
+    latencies_us: Vec<u32>,
+    errors: BTreeMap<String, (u64, String)>,
+}
+
+impl WorkerStats {
+    fn error(&mut self, key: String, sample: &str) {
+        let e = self
+            .errors
+            .entry(key)
+            .or_insert_with(|| (0, sample.chars().take(200).collect()));
+        e.0 += 1;
+    }
+}
+
+async fn drive(addr: SocketAddr, conns: usize, secs: Duration, seq: Arc<AtomicU64>) -> LoadResult {
+    let start = Instant::now();
+    let warm_end = start + WARMUP;
+    let end = warm_end + secs;
+    // Runs on this (the client's) thread, so `thread-self` is the load generator.
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(warm_end.into()).await;
+        let (p0, c0, t0) = (process_cpu_s(), thread_cpu_s(), Instant::now());
+        tokio::time::sleep_until(end.into()).await;
+        (
+            process_cpu_s() - p0,
+            thread_cpu_s() - c0,
+            t0.elapsed(),
+        )
+    });
+    let workers: Vec<_> = (0..conns)
+        .map(|_| tokio::spawn(worker(addr, warm_end, end, Arc::clone(&seq))))
+        .collect();
+
+    let mut all = WorkerStats::default();
+    for w in workers {
+        let Ok(mut w) = w.await else {
+            all.error("load task panicked".into(), "");
+            continue;
+        };
+        all.ok_window += w.ok_window;
+        all.ok_total += w.ok_total;
+        all.latencies_us.append(&mut w.latencies_us);
+        for (k, (n, sample)) in w.errors {
+            all.errors.entry(k).or_insert((0, sample)).0 += n;
+        }
+    }
+    let (cpu_process_s, cpu_client_s, cpu_elapsed) = cpu.await.unwrap_or_default();
+    all.latencies_us.sort_unstable();
+    let pct = |p: f64| -> u32 {
+        let v = &all.latencies_us;
+        if v.is_empty() {
+            return 0;
+        }
+        // Nearest rank.
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
+    };
+    LoadResult {
+        window: secs,
+        ok_window: all.ok_window,
+        ok_total: all.ok_total,
+        p50_us: pct(50.0),
+        p99_us: pct(99.0),
+        max_us: all.latencies_us.last().copied().unwrap_or(0),
+        errors: all.errors,
+        cpu_process_s,
+        cpu_client_s,
+        cpu_elapsed,
+    }
+}
+
+async fn worker(
+    addr: SocketAddr,
+    warm_end: Instant,
+    end: Instant,
+    seq: Arc<AtomicU64>,
+) -> WorkerStats {
+    let host = addr.to_string();
+    let mut st = WorkerStats::default();
+    let mut conn: Option<TcpStream> = None;
+    let mut body = String::with_capacity(4096);
+    let mut req = String::with_capacity(4096);
+    let mut resp = Vec::with_capacity(4096);
+    while Instant::now() < end {
+        let stream = match &mut conn {
+            Some(s) => s,
+            None => match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    // One write per request already; this only keeps Nagle out of the picture.
+                    let _ = s.set_nodelay(true);
+                    conn.insert(s)
+                }
+                Err(e) => {
+                    st.error(format!("connect: {}", e.kind()), &e.to_string());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        render_request(seq.fetch_add(1, Ordering::Relaxed), &host, &mut body, &mut req);
+        let sent = Instant::now();
+        let res = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            exchange(stream, req.as_bytes(), &mut resp),
+        )
+        .await;
+        let done = Instant::now();
+        match res {
+            Ok(Ok(a)) if a.status == 202 => {
+                st.ok_total += 1;
+                if done >= warm_end && done < end {
+                    st.ok_window += 1;
+                    let us = (done - sent).as_micros();
+                    st.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                }
+            }
+            Ok(Ok(a)) => {
+                let sample = String::from_utf8_lossy(&resp[a.body_start..]);
+                st.error(format!("HTTP {}", a.status), &sample);
+            }
+            Ok(Err(e)) => {
+                conn = None;
+                st.error(format!("io: {}", e.kind()), &e.to_string());
+            }
+            Err(_) => {
+                conn = None;
+                st.error("timeout".into(), "no answer within the request timeout");
+            }
+        }
+    }
+    st
+}
+
+struct Answer {
+    status: u16,
+    body_start: usize,
+}
+
+/// Writes one request and reads exactly one response (headers plus `Content-Length` bytes)
+/// into `buf`. Both servers are hyper, which answers these small bodies with a length.
+async fn exchange(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> io::Result<Answer> {
+    s.write_all(req).await?;
+    buf.clear();
+    let head_end = loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        if s.read_buf(buf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a full response head",
+            ));
+        }
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 64 * 1024 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "response head over 64 KiB"));
+        }
+    };
+    let head = std::str::from_utf8(&buf[..head_end])
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response head is not UTF-8"))?;
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad status line"))?;
+    let length = head
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "response without Content-Length")
+        })?;
+    while buf.len() < head_end + length {
+        if s.read_buf(buf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed mid-body",
+            ));
+        }
+    }
+    Ok(Answer {
+        status,
+        body_start: head_end,
+    })
+}
+
+fn render_request(n: u64, host: &str, body: &mut String, req: &mut String) {
+    body.clear();
+    sonarr_download(n, body);
+    req.clear();
+    write!(
+        req,
+        "POST /api/v1/webhooks/sonarr HTTP/1.1\r\n\
+         Host: {host}\r\n\
+         User-Agent: Sonarr/4.0.19.2979 (alpine 3.21.3)\r\n\
+         Authorization: {AUTHORIZATION}\r\n\
+         Accept: application/json\r\n\
+         Accept-Encoding: gzip, br\r\n\
+         Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("writing to a String cannot fail");
+    req.push_str(body);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sonarr `Download` bodies: the shape of /work/shared/fixtures/sonarr/Download.http,
+// Newtonsoft-indented (2 spaces, `"key": value`), with per-request values so each is unique.
+// ---------------------------------------------------------------------------------------
+
+struct Series {
+    title: &'static str,
+    slug: &'static str,
+    year: u32,
+    tvdb: u32,
+    imdb: &'static str,
+    genres: [&'static str; 2],
+}
+
+const SERIES: &[Series] = &[
+    Series { title: "The Expanse", slug: "the-expanse", year: 2015, tvdb: 280619, imdb: "tt3230854", genres: ["Drama", "Science Fiction"] },
+    Series { title: "Severance", slug: "severance", year: 2022, tvdb: 371980, imdb: "tt11280740", genres: ["Drama", "Mystery"] },
+    Series { title: "Slow Horses", slug: "slow-horses", year: 2022, tvdb: 386776, imdb: "tt5875444", genres: ["Drama", "Thriller"] },
+    Series { title: "For All Mankind", slug: "for-all-mankind", year: 2019, tvdb: 356202, imdb: "tt7772588", genres: ["Drama", "Science Fiction"] },
+    Series { title: "Shōgun", slug: "shogun-2024", year: 2024, tvdb: 392573, imdb: "tt2788316", genres: ["Adventure", "Drama"] },
+    Series { title: "The Bear", slug: "the-bear", year: 2022, tvdb: 403245, imdb: "tt14452776", genres: ["Comedy", "Drama"] },
+    Series { title: "Andor", slug: "andor", year: 2022, tvdb: 393189, imdb: "tt9253284", genres: ["Action", "Science Fiction"] },
+    Series { title: "What We Do in the Shadows", slug: "what-we-do-in-the-shadows", year: 2019, tvdb: 354629, imdb: "tt7908628", genres: ["Comedy", "Fantasy"] },
+    Series { title: "Dark", slug: "dark", year: 2017, tvdb: 334824, imdb: "tt5753856", genres: ["Crime", "Mystery"] },
+    Series { title: "Mr. Robot", slug: "mr-robot", year: 2015, tvdb: 289590, imdb: "tt4158110", genres: ["Crime", "Drama"] },
+    Series { title: "Silo", slug: "silo", year: 2023, tvdb: 403674, imdb: "tt14688458", genres: ["Drama", "Science Fiction"] },
+    Series { title: "Reservation Dogs", slug: "reservation-dogs", year: 2021, tvdb: 397424, imdb: "tt13623580", genres: ["Comedy", "Drama"] },
+];
+
+const EPISODE_TITLES: &[&str] = &[
+    "Triple Point",
+    "Half Loop",
+    "Hello, Ms. Cobel",
+    "Failure's Contagious",
+    "A Stranger Comes to Town",
+    "Review",
+    "One Way Out",
+    "The Grey Area",
+    "Nobody Knows",
+    "Fixing the Leak",
+    "The Long Night",
+    "Homecoming",
+];
+
+const QUALITIES: &[(&str, &str, u32, u32)] = &[
+    ("WEBDL-1080p", "AMZN.WEB-DL.DDP5.1.H.264", 1920, 1080),
+    ("WEBDL-2160p", "ATVP.WEB-DL.DDP5.1.Atmos.DV.HDR.H.265", 3840, 2160),
+    ("Bluray-1080p", "BluRay.DTS-HD.MA.5.1.x264", 1920, 1080),
+    ("HDTV-720p", "HDTV.x264", 1280, 720),
+];
+
+const GROUPS: &[&str] = &["NTb", "FLUX", "CMRG", "NOSiVID", "EDITH", "SuccessfulCrab"];
+
+/// SplitMix64: cheap, well-mixed per-request values (ids, hashes, sizes).
+fn mix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Appends request `n`'s body. Unique per `n` (episode and file ids, download id).
+fn sonarr_download(n: u64, out: &mut String) {
+    let h = mix(n);
+    let s = &SERIES[(n % SERIES.len() as u64) as usize];
+    let sid = 10 + (n % SERIES.len() as u64);
+    let season = 1 + (h % 8);
+    let episode = 1 + ((h >> 8) % 22);
+    let ep_title = EPISODE_TITLES[((h >> 16) % EPISODE_TITLES.len() as u64) as usize];
+    let (quality, source, width, height) = QUALITIES[((h >> 24) % QUALITIES.len() as u64) as usize];
+    let group = GROUPS[((h >> 32) % GROUPS.len() as u64) as usize];
+    let size = 900_000_000 + (h % 3_000_000_000);
+    let dotted = s.title.replace(' ', ".");
+    let scene = format!("{dotted}.S{season:02}E{episode:02}.{}.{source}-{group}", height_tag(height));
+    let file = format!(
+        "Season {season:02}/{t} - S{season:02}E{episode:02} - {ep_title} [{quality}]-{group}.mkv",
+        t = s.title
+    );
+    write!(
+        out,
+        r#"{{
+  "series": {{
+    "id": {sid},
+    "title": "{title}",
+    "titleSlug": "{slug}",
+    "path": "/tv/{title} ({year})",
+    "tvdbId": {tvdb},
+    "tvMazeId": {tvmaze},
+    "tmdbId": {tmdb},
+    "imdbId": "{imdb}",
+    "type": "standard",
+    "year": {year},
+    "genres": [
+      "{g0}",
+      "{g1}"
+    ],
+    "images": [
+      {{
+        "coverType": "poster",
+        "url": "/MediaCover/{sid}/poster.jpg?lastWrite={lw}",
+        "remoteUrl": "https://artworks.thetvdb.com/banners/posters/{tvdb}-7.jpg"
+      }},
+      {{
+        "coverType": "fanart",
+        "url": "/MediaCover/{sid}/fanart.jpg?lastWrite={lw}",
+        "remoteUrl": "https://artworks.thetvdb.com/banners/fanart/original/{tvdb}-18.jpg"
+      }}
+    ],
+    "tags": [
+      "hd"
+    ],
+    "originalLanguage": {{
+      "id": 1,
+      "name": "English"
+    }}
+  }},
+  "episodes": [
+    {{
+      "id": {epid},
+      "episodeNumber": {episode},
+      "seasonNumber": {season},
+      "title": "{ep_title}",
+      "overview": "Nothing goes to plan, and the consequences reach further than anyone expected.",
+      "airDate": "{air_y}-0{air_m}-1{air_d}",
+      "airDateUtc": "{air_y}-0{air_m}-1{air_d}T01:00:00Z",
+      "seriesId": {sid},
+      "tvdbId": {ep_tvdb}
+    }}
+  ],
+  "episodeFile": {{
+    "id": {fid},
+    "relativePath": "{file}",
+    "path": "/tv/{title} ({year})/{file}",
+    "quality": "{quality}",
+    "qualityVersion": 1,
+    "releaseGroup": "{group}",
+    "sceneName": "{scene}",
+    "size": {size},
+    "dateAdded": "2025-06-14T18:{min:02}:{sec:02}.{frac:07}Z",
+    "languages": [
+      {{
+        "id": 1,
+        "name": "English"
+      }}
+    ],
+    "mediaInfo": {{
+      "audioChannels": 5.1,
+      "audioCodec": "EAC3",
+      "audioLanguages": [
+        "eng"
+      ],
+      "height": {height},
+      "width": {width},
+      "subtitles": [
+        "eng"
+      ],
+      "videoCodec": "h264",
+      "videoDynamicRange": "",
+      "videoDynamicRangeType": ""
+    }},
+    "sourcePath": "/downloads/complete/tv/{scene}/{scene}.mkv"
+  }},
+  "isUpgrade": {upgrade},
+  "downloadClient": "qBittorrent",
+  "downloadClientType": "qBittorrent",
+  "downloadId": "{dl:016X}{dl2:024X}",
+  "customFormatInfo": {{
+    "customFormats": [
+      {{
+        "id": 4,
+        "name": "AMZN"
+      }}
+    ],
+    "customFormatScore": {score}
+  }},
+  "release": {{
+    "releaseTitle": "{scene}",
+    "indexer": "IPTorrents (Prowlarr)",
+    "size": {rsize},
+    "releaseType": "singleEpisode"
+  }},
+  "eventType": "Download",
+  "instanceName": "Sonarr",
+  "applicationUrl": ""
+}}"#,
+        title = s.title,
+        slug = s.slug,
+        year = s.year,
+        tvdb = s.tvdb,
+        tvmaze = 1000 + s.tvdb % 50_000,
+        tmdb = 60_000 + s.tvdb % 40_000,
+        imdb = s.imdb,
+        g0 = s.genres[0],
+        g1 = s.genres[1],
+        lw = 638_540_412_981_234_567u64 + (h % 1_000_000),
+        epid = 100_000 + n,
+        ep_tvdb = 6_000_000 + (h % 1_000_000),
+        air_y = 2015 + (h % 10),
+        air_m = 1 + (h >> 40) % 9,
+        air_d = (h >> 44) % 10,
+        fid = 500_000 + n,
+        min = (n / 60) % 60,
+        sec = n % 60,
+        frac = h % 10_000_000,
+        upgrade = (h >> 48) % 5 == 0,
+        dl = n,
+        dl2 = h >> 32,
+        score = ((h >> 52) % 40) * 50,
+        rsize = size + (h >> 56),
+    )
+    .expect("writing to a String cannot fail");
+}
+
+fn height_tag(height: u32) -> &'static str {
+    match height {
+        2160 => "2160p",
+        1080 => "1080p",
+        _ => "720p",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Process measurements (Linux /proc).
+// ---------------------------------------------------------------------------------------
+
+/// A `kB` line of `/proc/self/status`, e.g. `VmRSS` (resident now) or `VmHWM` (peak).
+fn proc_status_kib(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
+}
+
+/// Resets `VmHWM` to the current RSS (`5` → `/proc/self/clear_refs`, Linux 4.0+), so each
+/// scenario's peak is its own and not the earlier scenarios'.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// utime + stime of a `/proc/…/stat` file, in seconds.
+fn stat_cpu_s(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // The command name (field 2) may contain spaces; fields after it are space-separated,
+    // starting with field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / USER_HZ
+}
+
+/// The whole process, dead threads included.
+fn process_cpu_s() -> f64 {
+    stat_cpu_s("/proc/self/stat")
+}
+
+/// The calling thread only.
+fn thread_cpu_s() -> f64 {
+    stat_cpu_s("/proc/thread-self/stat")
+}
+
+/// The file system type holding `path` (longest mount-point prefix in `/proc/mounts`).
+fn fs_type(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return "unknown".into();
+    };
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_dev, mnt, ty) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(mnt).then(|| (mnt.len(), ty.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, ty)| ty)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+// ---------------------------------------------------------------------------------------
+// Report.
+// ---------------------------------------------------------------------------------------
+
+fn print_preamble(settings: &Settings) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let (mut lo, mut hi, mut sum) = (usize::MAX, 0, 0);
+    let mut body = String::new();
+    let samples = 1000u64;
+    for n in 0..samples {
+        body.clear();
+        // Spread over the sequence numbers a run reaches (ids grow a digit or two).
+        sonarr_download(n * 997, &mut body);
+        lo = lo.min(body.len());
+        hi = hi.max(body.len());
+        sum += body.len();
+    }
+    println!("## relayarr ingest load bench");
+    println!();
+    println!(
+        "- machine: {cores} CPUs available, Linux {}",
+        kernel.trim()
+    );
+    println!(
+        "- server: its own multi-thread tokio runtime, {} workers; load generator: 1 thread \
+         (current-thread runtime), raw HTTP/1.1 keep-alive, one connection per task, one \
+         request in flight per connection",
+        settings.server_threads
+    );
+    println!(
+        "- each scenario: {} s warm-up + {} s measured (RELAYARR_BENCH_SECS); a fresh server \
+         per scenario",
+        WARMUP.as_secs(),
+        settings.secs
+    );
+    println!(
+        "- bodies: Sonarr `Download`, Newtonsoft-indented, {lo}–{hi} bytes (mean {}), every \
+         one unique",
+        sum / samples as usize
+    );
+    println!(
+        "- relayarr: POST /api/v1/webhooks/sonarr with Basic auth; 202 only after the SQLite \
+         commit (WAL, synchronous=FULL) in {} ({})",
+        settings.data_parent.display(),
+        fs_type(&settings.data_parent)
+    );
+    println!(
+        "- bare axum: same route, reads the body as Bytes, serde_json::Value parse, answers 202 \
+         with a small JSON, stores nothing"
+    );
+    println!(
+        "- logging: no tracing subscriber is installed, so relayarr's log calls are no-ops; \
+         every non-202 answer is counted as an error instead"
+    );
+    println!(
+        "- RSS: client and server run in one process, so every RSS figure covers both; the \
+         peak (VmHWM) is reset before each scenario"
+    );
+    println!();
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn ms(us: u32) -> String {
+    format!("{:.2}", f64::from(us) / 1000.0)
+}
+
+fn print_report(settings: &Settings, results: &[ScenarioResult]) {
+    println!(
+        "| target | conns | accepted req/s | errors | p50 ms | p99 ms | max ms | CPU cores used \
+         (all / load gen) | RSS MiB before / peak / after |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in results {
+        let l = &r.load;
+        let errors: u64 = l.errors.values().map(|(n, _)| n).sum();
+        let secs = l.cpu_elapsed.as_secs_f64().max(f64::EPSILON);
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.2} / {:.2} | {} / {} / {}{} |",
+            r.target.label(),
+            r.conns,
+            l.rate(),
+            errors,
+            ms(l.p50_us),
+            ms(l.p99_us),
+            ms(l.max_us),
+            l.cpu_process_s / secs,
+            l.cpu_client_s / secs,
+            mib(r.rss_before_kib),
+            mib(r.rss_peak_kib),
+            mib(r.rss_after_kib),
+            if r.peak_reset { "" } else { " (peak not reset)" },
+        );
+    }
+    println!();
+    println!("| conns | req/s relayarr/bare | p50 relayarr/bare | p99 relayarr/bare | peak RSS relayarr/bare |");
+    println!("|---:|---:|---:|---:|---:|");
+    for conns in CONCURRENCY {
+        let find = |t| results.iter().find(|r| r.target == t && r.conns == conns);
+        let (Some(relay), Some(bare)) = (find(Target::Relayarr), find(Target::Bare)) else {
+            continue;
+        };
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}", a / b)
+            } else {
+                "n/a".into()
+            }
+        };
+        println!(
+            "| {conns} | {} | {} | {} | {} |",
+            ratio(relay.load.rate(), bare.load.rate()),
+            ratio(f64::from(relay.load.p50_us), f64::from(bare.load.p50_us)),
+            ratio(f64::from(relay.load.p99_us), f64::from(bare.load.p99_us)),
+            ratio(relay.rss_peak_kib as f64, bare.rss_peak_kib as f64),
+        );
+    }
+    println!();
+    println!(
+        "Accepted = 202 answers completed inside the {} s window; latency is per request, from \
+         its write to the end of its response, over those answers; CPU is over the window, in \
+         cores (2.00 = both cores busy).",
+        settings.secs
+    );
+    println!();
+    for r in results {
+        if let Some(stored) = r.stored {
+            let verdict = if stored == r.load.ok_total {
+                "matches"
+            } else {
+                "MISMATCH"
+            };
+            println!(
+                "- store check, {} × {}: {stored} events in SQLite after shutdown, {} × 202 \
+                 received over the whole run (warm-up included): {verdict}",
+                r.target.label(),
+                r.conns,
+                r.load.ok_total
+            );
+        }
+        for (kind, (n, sample)) in &r.load.errors {
+            println!(
+                "- errors, {} × {}: {n} × {kind}, e.g. {sample:?}",
+                r.target.label(),
+                r.conns
+            );
+        }
+    }
+}

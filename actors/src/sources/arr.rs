@@ -722,7 +722,10 @@ mod corpus {
                 }
             }
             (w, Some(g)) if w == g => {}
-            (w, g) => errs.push(format!("{at}: expected {w}, got {g:?}")),
+            (w, g) => {
+                let got = g.map_or_else(|| "nothing".to_owned(), Value::to_string);
+                errs.push(format!("{at}: expected {w}, got {got}"));
+            }
         }
     }
 

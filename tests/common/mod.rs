@@ -1,0 +1,329 @@
+//! Shared integration-test helpers: start the real relay in-process on 127.0.0.1:0 with a
+//! real SQLite file, replay raw HTTP bytes over TCP, read the store directly, and wait for
+//! conditions instead of sleeping.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use relayarr::{Config, Relay, RelayError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Sources matching the credentials used in `shared/fixtures` (see its README).
+pub const SOURCES: &str = r#"
+[[source]]
+name = "sonarr"
+kind = "sonarr"
+auth = { basic = { username = "sonarr", password = "Pa55w0rd!" } }
+
+# A Sonarr with no Username/Password set (the `bad/truncated-json` fixture has no credentials).
+[[source]]
+name = "sonarr-open"
+kind = "sonarr"
+auth = "none"
+
+[[source]]
+name = "radarr"
+kind = "radarr"
+auth = { header = { name = "X-Api-Key", value = "6f1c1b0d2a9e4c7fb3d8e5a4c2b1f0e9" } }
+
+[[source]]
+name = "tautulli"
+kind = "tautulli"
+auth = { header = { name = "X-Webhook-Secret", value = "tt-4e1f0a9c7b2d48e6" } }
+
+[[source]]
+name = "jellyfin"
+kind = "jellyfin"
+auth = { header = { name = "X-Webhook-Secret", value = "jf-0b7d2f9c1e4a4c58" } }
+
+[[source]]
+name = "plex"
+kind = "plex"
+auth = { token = "plex-token" }
+
+[[source]]
+name = "lidarr"
+kind = "lidarr"
+auth = { bearer = "lidarr-token" }
+
+[[source]]
+name = "readarr"
+kind = "readarr"
+auth = "none"
+
+[[source]]
+name = "whisparr"
+kind = "whisparr"
+auth = "none"
+
+[[source]]
+name = "custom"
+kind = "custom"
+auth = { hmac = { header = "X-Signature", secret = "custom-secret", prefix = "sha256=" } }
+"#;
+
+/// The fixtures shared by the whole team, next to this repository.
+pub fn shared_fixtures() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    assert!(p.is_dir(), "shared fixtures not found at {}", p.display());
+    p
+}
+
+/// Our own corpus, derived from the senders' source code.
+pub fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus")
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A relay running in this test process.
+pub struct TestRelay {
+    pub addr: SocketAddr,
+    pub namespace: String,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    join: Option<JoinHandle<Result<(), RelayError>>>,
+}
+
+/// The test config: `[server]` pointing at `dir`, the fixture sources, plus `extra` TOML.
+pub fn test_config_text(dir: &Path, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\nadmin_token = \"{ADMIN_TOKEN}\"\n{extra}\n{SOURCES}",
+        dir.display().to_string()
+    )
+}
+
+/// Starts the real relay on 127.0.0.1:0 with a fresh data dir.
+pub async fn start_relay(extra: &str) -> TestRelay {
+    let dir = tempfile::tempdir().expect("tempdir");
+    start_relay_in(dir, extra).await
+}
+
+/// Starts the real relay using an existing data dir (to test restarts).
+pub async fn start_relay_in(dir: tempfile::TempDir, extra: &str) -> TestRelay {
+    let text = test_config_text(dir.path(), extra);
+    let cfg = Config::from_toml_str("test", &text, std::iter::empty())
+        .unwrap_or_else(|e| panic!("test config invalid: {e:?}"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let namespace = format!(
+        "t{}-{}/",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let (tx, rx) = oneshot::channel::<()>();
+    let ns = namespace.clone();
+    let join = tokio::spawn(async move {
+        Relay::builder(cfg)
+            .namespace(ns)
+            .start(listener, async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    let relay = TestRelay {
+        addr,
+        namespace,
+        dir,
+        shutdown: Some(tx),
+        join: Some(join),
+    };
+    // The listener is bound before start, so requests would queue anyway; waiting for the
+    // health endpoint keeps test timings honest.
+    eventually(Duration::from_secs(10), || async {
+        reqwest::get(relay.url("/api/v1/health"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    relay
+}
+
+impl TestRelay {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("relayarr.db")
+    }
+
+    /// Graceful stop; returns the data dir for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(j) = self.join.take() {
+            j.await.expect("relay task").expect("relay stopped cleanly");
+        }
+        // Move the dir out without running Drop on self's fields twice.
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        dir
+    }
+
+    /// GET an admin endpoint with the admin token.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin request")
+    }
+
+    /// The stored event, through the admin API.
+    pub async fn stored_event(&self, id: &str) -> serde_json::Value {
+        let resp = self.admin_get(&format!("/api/v1/admin/events/{id}")).await;
+        assert_eq!(resp.status(), 200, "event {id} not found");
+        resp.json().await.expect("json")
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Number of rows in `events`, read straight from the SQLite file.
+pub fn count_events(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).expect("open db");
+    conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .expect("count")
+}
+
+/// Polls `cond` until it is true or `timeout` passes (then panics).
+pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A parsed HTTP response from a raw exchange.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Replaces the request target of a raw request (`POST /hook HTTP/1.1`) with `target`.
+pub fn retarget(raw: &[u8], target: &str) -> Vec<u8> {
+    let end = raw
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .expect("request line");
+    let line = std::str::from_utf8(&raw[..end]).expect("ascii request line");
+    let mut parts = line.splitn(3, ' ');
+    let method = parts.next().expect("method");
+    let _old = parts.next().expect("target");
+    let version = parts.next().expect("version");
+    let mut out = format!("{method} {target} {version}").into_bytes();
+    out.extend_from_slice(&raw[end..]);
+    out
+}
+
+/// Writes raw bytes to the server and reads one response (by Content-Length).
+pub async fn send_raw(addr: SocketAddr, raw: &[u8]) -> RawResponse {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(raw).await.expect("write");
+    read_response(&mut s).await
+}
+
+pub async fn read_response(s: &mut TcpStream) -> RawResponse {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut chunk))
+            .await
+            .expect("response timed out")
+            .expect("read");
+        assert!(
+            n > 0,
+            "connection closed before a response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut chunk).await.expect("read body");
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(len);
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Splits a raw fixture into (head, body).
+pub fn split_raw(raw: &[u8]) -> (&[u8], &[u8]) {
+    let p = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    (&raw[..p + 4], &raw[p + 4..])
+}
