@@ -387,11 +387,7 @@ async fn drive(addr: SocketAddr, conns: usize, secs: Duration, seq: Arc<AtomicU6
         tokio::time::sleep_until(warm_end.into()).await;
         let (p0, c0, t0) = (process_cpu_s(), thread_cpu_s(), Instant::now());
         tokio::time::sleep_until(end.into()).await;
-        (
-            process_cpu_s() - p0,
-            thread_cpu_s() - c0,
-            t0.elapsed(),
-        )
+        (process_cpu_s() - p0, thread_cpu_s() - c0, t0.elapsed())
     });
     let workers: Vec<_> = (0..conns)
         .map(|_| tokio::spawn(worker(addr, warm_end, end, Arc::clone(&seq))))
@@ -463,13 +459,16 @@ async fn worker(
                 }
             },
         };
-        render_request(seq.fetch_add(1, Ordering::Relaxed), &host, &mut body, &mut req);
+        render_request(
+            seq.fetch_add(1, Ordering::Relaxed),
+            &host,
+            &mut body,
+            &mut req,
+        );
         let sent = Instant::now();
-        let res = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            exchange(stream, req.as_bytes(), &mut resp),
-        )
-        .await;
+        let res =
+            tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, req.as_bytes(), &mut resp))
+                .await;
         let done = Instant::now();
         match res {
             Ok(Ok(a)) if a.status == 202 => {
@@ -521,7 +520,10 @@ async fn exchange(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> io::Resul
             break i + 4;
         }
         if buf.len() > 64 * 1024 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "response head over 64 KiB"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "response head over 64 KiB",
+            ));
         }
     };
     let head = std::str::from_utf8(&buf[..head_end])
@@ -537,7 +539,10 @@ async fn exchange(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> io::Resul
         .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.trim().parse::<usize>().ok())
         .ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "response without Content-Length")
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "response without Content-Length",
+            )
         })?;
     while buf.len() < head_end + length {
         if s.read_buf(buf).await? == 0 {
@@ -588,18 +593,102 @@ struct Series {
 }
 
 const SERIES: &[Series] = &[
-    Series { title: "The Expanse", slug: "the-expanse", year: 2015, tvdb: 280619, imdb: "tt3230854", genres: ["Drama", "Science Fiction"] },
-    Series { title: "Severance", slug: "severance", year: 2022, tvdb: 371980, imdb: "tt11280740", genres: ["Drama", "Mystery"] },
-    Series { title: "Slow Horses", slug: "slow-horses", year: 2022, tvdb: 386776, imdb: "tt5875444", genres: ["Drama", "Thriller"] },
-    Series { title: "For All Mankind", slug: "for-all-mankind", year: 2019, tvdb: 356202, imdb: "tt7772588", genres: ["Drama", "Science Fiction"] },
-    Series { title: "Shōgun", slug: "shogun-2024", year: 2024, tvdb: 392573, imdb: "tt2788316", genres: ["Adventure", "Drama"] },
-    Series { title: "The Bear", slug: "the-bear", year: 2022, tvdb: 403245, imdb: "tt14452776", genres: ["Comedy", "Drama"] },
-    Series { title: "Andor", slug: "andor", year: 2022, tvdb: 393189, imdb: "tt9253284", genres: ["Action", "Science Fiction"] },
-    Series { title: "What We Do in the Shadows", slug: "what-we-do-in-the-shadows", year: 2019, tvdb: 354629, imdb: "tt7908628", genres: ["Comedy", "Fantasy"] },
-    Series { title: "Dark", slug: "dark", year: 2017, tvdb: 334824, imdb: "tt5753856", genres: ["Crime", "Mystery"] },
-    Series { title: "Mr. Robot", slug: "mr-robot", year: 2015, tvdb: 289590, imdb: "tt4158110", genres: ["Crime", "Drama"] },
-    Series { title: "Silo", slug: "silo", year: 2023, tvdb: 403674, imdb: "tt14688458", genres: ["Drama", "Science Fiction"] },
-    Series { title: "Reservation Dogs", slug: "reservation-dogs", year: 2021, tvdb: 397424, imdb: "tt13623580", genres: ["Comedy", "Drama"] },
+    Series {
+        title: "The Expanse",
+        slug: "the-expanse",
+        year: 2015,
+        tvdb: 280619,
+        imdb: "tt3230854",
+        genres: ["Drama", "Science Fiction"],
+    },
+    Series {
+        title: "Severance",
+        slug: "severance",
+        year: 2022,
+        tvdb: 371980,
+        imdb: "tt11280740",
+        genres: ["Drama", "Mystery"],
+    },
+    Series {
+        title: "Slow Horses",
+        slug: "slow-horses",
+        year: 2022,
+        tvdb: 386776,
+        imdb: "tt5875444",
+        genres: ["Drama", "Thriller"],
+    },
+    Series {
+        title: "For All Mankind",
+        slug: "for-all-mankind",
+        year: 2019,
+        tvdb: 356202,
+        imdb: "tt7772588",
+        genres: ["Drama", "Science Fiction"],
+    },
+    Series {
+        title: "Shōgun",
+        slug: "shogun-2024",
+        year: 2024,
+        tvdb: 392573,
+        imdb: "tt2788316",
+        genres: ["Adventure", "Drama"],
+    },
+    Series {
+        title: "The Bear",
+        slug: "the-bear",
+        year: 2022,
+        tvdb: 403245,
+        imdb: "tt14452776",
+        genres: ["Comedy", "Drama"],
+    },
+    Series {
+        title: "Andor",
+        slug: "andor",
+        year: 2022,
+        tvdb: 393189,
+        imdb: "tt9253284",
+        genres: ["Action", "Science Fiction"],
+    },
+    Series {
+        title: "What We Do in the Shadows",
+        slug: "what-we-do-in-the-shadows",
+        year: 2019,
+        tvdb: 354629,
+        imdb: "tt7908628",
+        genres: ["Comedy", "Fantasy"],
+    },
+    Series {
+        title: "Dark",
+        slug: "dark",
+        year: 2017,
+        tvdb: 334824,
+        imdb: "tt5753856",
+        genres: ["Crime", "Mystery"],
+    },
+    Series {
+        title: "Mr. Robot",
+        slug: "mr-robot",
+        year: 2015,
+        tvdb: 289590,
+        imdb: "tt4158110",
+        genres: ["Crime", "Drama"],
+    },
+    Series {
+        title: "Silo",
+        slug: "silo",
+        year: 2023,
+        tvdb: 403674,
+        imdb: "tt14688458",
+        genres: ["Drama", "Science Fiction"],
+    },
+    Series {
+        title: "Reservation Dogs",
+        slug: "reservation-dogs",
+        year: 2021,
+        tvdb: 397424,
+        imdb: "tt13623580",
+        genres: ["Comedy", "Drama"],
+    },
 ];
 
 const EPISODE_TITLES: &[&str] = &[
@@ -619,7 +708,12 @@ const EPISODE_TITLES: &[&str] = &[
 
 const QUALITIES: &[(&str, &str, u32, u32)] = &[
     ("WEBDL-1080p", "AMZN.WEB-DL.DDP5.1.H.264", 1920, 1080),
-    ("WEBDL-2160p", "ATVP.WEB-DL.DDP5.1.Atmos.DV.HDR.H.265", 3840, 2160),
+    (
+        "WEBDL-2160p",
+        "ATVP.WEB-DL.DDP5.1.Atmos.DV.HDR.H.265",
+        3840,
+        2160,
+    ),
     ("Bluray-1080p", "BluRay.DTS-HD.MA.5.1.x264", 1920, 1080),
     ("HDTV-720p", "HDTV.x264", 1280, 720),
 ];
@@ -646,7 +740,10 @@ fn sonarr_download(n: u64, out: &mut String) {
     let group = GROUPS[((h >> 32) % GROUPS.len() as u64) as usize];
     let size = 900_000_000 + (h % 3_000_000_000);
     let dotted = s.title.replace(' ', ".");
-    let scene = format!("{dotted}.S{season:02}E{episode:02}.{}.{source}-{group}", height_tag(height));
+    let scene = format!(
+        "{dotted}.S{season:02}E{episode:02}.{}.{source}-{group}",
+        height_tag(height)
+    );
     let file = format!(
         "Season {season:02}/{t} - S{season:02}E{episode:02} - {ep_title} [{quality}]-{group}.mkv",
         t = s.title
@@ -881,10 +978,7 @@ fn print_preamble(settings: &Settings) {
     }
     println!("## relayarr ingest load bench");
     println!();
-    println!(
-        "- machine: {cores} CPUs available, Linux {}",
-        kernel.trim()
-    );
+    println!("- machine: {cores} CPUs available, Linux {}", kernel.trim());
     println!(
         "- server: its own multi-thread tokio runtime, {} workers; load generator: 1 thread \
          (current-thread runtime), raw HTTP/1.1 keep-alive, one connection per task, one \
@@ -955,7 +1049,11 @@ fn print_report(settings: &Settings, results: &[ScenarioResult]) {
             mib(r.rss_before_kib),
             mib(r.rss_peak_kib),
             mib(r.rss_after_kib),
-            if r.peak_reset { "" } else { " (peak not reset)" },
+            if r.peak_reset {
+                ""
+            } else {
+                " (peak not reset)"
+            },
         );
     }
     println!();

@@ -1,0 +1,201 @@
+//! Durable before acknowledged: events answered 2xx survive a SIGKILL of the real binary,
+//! and the router routes them after the restart.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Starts `relayarr run` on 127.0.0.1:0 and returns it with the address it logged.
+async fn spawn_binary(config: &Path) -> (Child, std::net::SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relayarr"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RELAYARR_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn relayarr");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read log") {
+            if let Some(rest) = line.split("relayarr listening addr=").nth(1) {
+                let addr = rest.split_whitespace().next().expect("addr");
+                return addr.parse().expect("socket addr");
+            }
+        }
+        panic!("relayarr exited before listening");
+    })
+    .await
+    .expect("relayarr did not start in time");
+    // Keep draining the log so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+fn body(i: usize) -> String {
+    format!(
+        r#"{{"series":{{"id":7,"title":"Crash Test","path":"/tv/Crash Test"}},"episodes":[{{"seasonNumber":1,"episodeNumber":{i}}}],"episodeFile":{{"path":"/tv/Crash Test/S01E{i:03}.mkv"}},"isUpgrade":false,"eventType":"Download"}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_sigkill_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("relayarr.toml");
+    std::fs::write(&config, test_config_text(dir.path(), "")).expect("write config");
+    let (mut child, addr) = spawn_binary(&config).await;
+
+    // Load from 8 connections; SIGKILL while requests are still in flight.
+    let client = reqwest::Client::new();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (client, acked) = (client.clone(), acked.clone());
+        tasks.spawn(async move {
+            for i in 0..10_000 {
+                let r = client
+                    .post(format!("http://{addr}/api/v1/webhooks/sonarr"))
+                    .basic_auth("sonarr", Some("Pa55w0rd!"))
+                    .header("content-type", "application/json")
+                    .body(body(w * 10_000 + i))
+                    .send()
+                    .await;
+                let Ok(resp) = r else { return };
+                if resp.status() == 202 {
+                    if let Ok(v) = resp.json::<serde_json::Value>().await {
+                        if let Some(id) = v["id"].as_str() {
+                            acked.lock().expect("lock").push(id.to_owned());
+                        }
+                    }
+                }
+            }
+        });
+    }
+    eventually(Duration::from_secs(30), || async {
+        acked.lock().expect("lock").len() >= 300
+    })
+    .await;
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("wait");
+    while tasks.join_next().await.is_some() {}
+    let acked: Vec<String> = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= 300);
+
+    // Restart on the same data dir: every acknowledged id is there and gets routed.
+    let (mut child, addr) = spawn_binary(&config).await;
+    let db = dir.path().join("relayarr.db");
+    let conn = rusqlite::Connection::open(&db).expect("open db");
+    let mut stmt = conn
+        .prepare("SELECT status FROM events WHERE id = ?1")
+        .expect("prepare");
+    for id in &acked {
+        let status: String = stmt
+            .query_row([id], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("acknowledged event {id} lost after SIGKILL: {e}"));
+        assert!(status == "received" || status == "routed");
+    }
+    eventually(Duration::from_secs(20), || async {
+        let unrouted: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE status != 'routed'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        unrouted == 0
+    })
+    .await;
+    // Still serving after the restart.
+    let resp = client
+        .get(format!("http://{addr}/api/v1/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(resp.status(), 200);
+    child.start_kill().expect("kill");
+    child.wait().await.expect("wait");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_check_config_exits_64_on_a_bad_file_and_names_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[source]]\nname = \"sonarr\"\nkind = \"sonarr\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_relayarr"))
+        .args(["check-config"])
+        .arg(&bad)
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("source[0]") && err.contains("auth"), "{err}");
+
+    std::fs::write(&bad, "[server]\nlisen = \"x\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_relayarr"))
+        .args(["check-config"])
+        .arg(&bad)
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/relayarr.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_relayarr"))
+        .args(["check-config"])
+        .arg(&example)
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_run_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("relayarr.toml");
+    std::fs::write(&config, test_config_text(dir.path(), "")).expect("write config");
+    let (mut child, addr) = spawn_binary(&config).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/webhooks/sonarr"))
+        .basic_auth("sonarr", Some("Pa55w0rd!"))
+        .header("content-type", "application/json")
+        .body(body(1))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 202);
+    let pid = i32::try_from(child.id().expect("pid")).expect("pid fits");
+    let rc = send_sigterm(pid);
+    assert_eq!(rc, 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stopped in time")
+        .expect("wait");
+    assert!(status.success(), "graceful stop exits 0, got {status:?}");
+    assert_eq!(count_events(&dir.path().join("relayarr.db")), 1);
+}
+
+/// Sends SIGTERM with the `kill` command: tokio can only send SIGKILL, and the workspace
+/// forbids `unsafe` (which `libc::kill` would need).
+fn send_sigterm(pid: i32) -> i32 {
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .map(|s| s.code().unwrap_or(1))
+        .unwrap_or(1)
+}
