@@ -70,9 +70,10 @@ kind = "custom"
 auth = { hmac = { header = "X-Signature", secret = "custom-secret", prefix = "sha256=" } }
 "#;
 
-/// The fixtures shared by the whole team, next to this repository.
+/// The team's shared fixtures, vendored byte for byte (`.ci/run` checks the copy against
+/// `../shared/fixtures` so it cannot go stale).
 pub fn shared_fixtures() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shared");
     assert!(p.is_dir(), "shared fixtures not found at {}", p.display());
     p
 }
@@ -164,9 +165,8 @@ impl TestRelay {
         if let Some(j) = self.join.take() {
             j.await.expect("relay task").expect("relay stopped cleanly");
         }
-        // Move the dir out without running Drop on self's fields twice.
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        dir
+        // TestRelay implements Drop, so the dir is swapped out rather than moved.
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 
     /// GET an admin endpoint with the admin token.

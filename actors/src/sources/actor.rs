@@ -57,7 +57,6 @@ pub type IngestResult = Result<IngestOutcome, IngestError>;
 pub enum SourceMsg {
     Ingest(Box<InboundRequest>, RpcReplyPort<IngestResult>),
     /// Fault injection: makes the actor panic, for supervision tests and chaos drills.
-    #[doc(hidden)]
     InjectPanic,
 }
 

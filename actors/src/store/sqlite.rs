@@ -223,38 +223,21 @@ impl Writer {
     /// reply port of a `Close` command if one was in the batch.
     fn commit_batch(&mut self, batch: &mut Vec<WriteCmd>) -> Option<Reply<()>> {
         let mut close = None;
-        let mut done: Vec<Box<dyn FnOnce(Option<&StoreError>)>> = Vec::with_capacity(batch.len());
+        let mut done = Vec::with_capacity(batch.len());
         let res = (|| -> Result<(), StoreError> {
             let tx = self.conn.transaction()?;
-            let cutoff_base = super::now_ms();
+            let now = super::now_ms();
             for cmd in batch.drain(..) {
                 match cmd {
                     WriteCmd::Append(ev, reply) => {
-                        let r = insert_event(&tx, &ev, cutoff_base, &self.cfg);
-                        done.push(Box::new(move |err| {
-                            let _ = reply.send(match err {
-                                Some(e) => Err(clone_err(e)),
-                                None => r,
-                            });
-                        }));
+                        done.push(Done::Append(reply, insert_event(&tx, &ev, now, &self.cfg)));
                     }
                     WriteCmd::MarkRouted(seqs, reply) => {
-                        let r = mark_routed(&tx, &seqs);
-                        done.push(Box::new(move |err| {
-                            let _ = reply.send(match err {
-                                Some(e) => Err(clone_err(e)),
-                                None => r,
-                            });
-                        }));
+                        done.push(Done::Unit(reply, mark_routed(&tx, &seqs)));
                     }
                     WriteCmd::Rejections(rows, reply) => {
                         let r = insert_rejections(&tx, &rows, self.cfg.rejections_max);
-                        done.push(Box::new(move |err| {
-                            let _ = reply.send(match err {
-                                Some(e) => Err(clone_err(e)),
-                                None => r,
-                            });
-                        }));
+                        done.push(Done::Unit(reply, r));
                     }
                     WriteCmd::Close(reply) => close = Some(reply),
                 }
@@ -267,9 +250,34 @@ impl Writer {
             tracing::error!(error = %e, batch = done.len(), "store commit failed");
         }
         for d in done {
-            d(err.as_ref());
+            d.answer(err.as_ref());
         }
         close
+    }
+}
+
+/// A command executed inside the open transaction, waiting for the commit to be answered.
+enum Done {
+    Append(
+        Reply<(Appended, Option<i64>)>,
+        Result<(Appended, Option<i64>), StoreError>,
+    ),
+    Unit(Reply<()>, Result<(), StoreError>),
+}
+
+impl Done {
+    /// A failed commit overrides each command's own result: nothing of the batch is stored.
+    fn answer(self, commit_err: Option<&StoreError>) {
+        fn send<T>(reply: Reply<T>, r: Result<T, StoreError>, err: Option<&StoreError>) {
+            let _ = reply.send(match err {
+                Some(e) => Err(clone_err(e)),
+                None => r,
+            });
+        }
+        match self {
+            Done::Append(reply, r) => send(reply, r, commit_err),
+            Done::Unit(reply, r) => send(reply, r, commit_err),
+        }
     }
 }
 
