@@ -532,6 +532,27 @@ auth = { token = "t" }
     }
 
     #[test]
+    fn config_example_tautulli_block_parses_when_uncommented() {
+        let start = EXAMPLE_CONFIG
+            .find("# [[source]]\n# name = \"tautulli\"")
+            .expect("block");
+        let end = EXAMPLE_CONFIG[start..]
+            .find("\n\n")
+            .map(|e| start + e)
+            .expect("end");
+        let block: String = EXAMPLE_CONFIG[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg = load(&block, &[])
+            .map_err(messages)
+            .expect("uncommented tautulli block is valid");
+        assert_eq!(cfg.sources[0].tautulli, Default::default());
+    }
+
+    #[test]
     fn config_env_overrides_keys_and_sources() {
         let cfg = load(
             BASE,

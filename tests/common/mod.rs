@@ -3,6 +3,8 @@
 //! conditions instead of sleeping.
 #![allow(dead_code)]
 
+pub mod expect;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

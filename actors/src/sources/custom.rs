@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use super::arr::lenient::{field, flag_at, i32_at, id_at, strings, text_at, year_at};
+use super::lenient::{field, flag_at, i32_at, id_at, strings, text_at, year_at};
 use super::ParseError;
 use crate::model::{Episode, EventKind, FileRef, Media, MediaIds, NormalizedEvent, SourceKind};
 

@@ -153,7 +153,8 @@ mod tests {
 
     #[tokio::test]
     async fn decode_rejects_bad_bodies_with_precise_errors() {
-        let cases: Vec<(&[u8], fn(&ParseError) -> bool)> = vec![
+        type Check = fn(&ParseError) -> bool;
+        let cases: Vec<(&[u8], Check)> = vec![
             (b"", |e| *e == ParseError::Empty),
             (b"  \r\n", |e| *e == ParseError::Empty),
             (b"{\"eventType\": \"Dow", |e| {

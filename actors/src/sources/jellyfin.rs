@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::arr::lenient::{field_ci, flag, id, int, put, text};
+use super::lenient::{field_ci, flag, id, int, put, text};
 use super::ParseError;
 use crate::model::{Episode, EventKind, Media, MediaIds, NormalizedEvent, SourceKind};
 

@@ -10,8 +10,12 @@ pub mod custom;
 pub mod decode;
 pub mod error;
 pub mod jellyfin;
+pub(crate) mod lenient;
 pub mod plex;
 pub mod tautulli;
+
+#[cfg(test)]
+mod corpus_tests;
 
 use serde_json::Value;
 

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::arr::lenient::{field, i32_at, object, objects, put, strings, text_at, year_at};
+use super::lenient::{field, i32_at, object, objects, put, strings, text_at, year_at};
 use super::ParseError;
 use crate::model::{Episode, EventKind, Media, MediaIds, NormalizedEvent, SourceKind};
 

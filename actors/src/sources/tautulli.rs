@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::arr::lenient::{field, i32_at, id_at, put, strings, text_at, year_at};
+use super::lenient::{field, i32_at, id_at, put, strings, text_at, year_at};
 use super::ParseError;
 use crate::model::{Episode, EventKind, FileRef, Media, MediaIds, NormalizedEvent, SourceKind};
 
@@ -52,6 +52,7 @@ impl TemplateKeys {
         TemplateKeys(keys.into_iter().map(Into::into).collect())
     }
 
+    /// The keys, in the order they are tried.
     pub fn keys(&self) -> &[String] {
         &self.0
     }
