@@ -3,7 +3,7 @@
 //!
 //! Runtime sizing. The target machine has 2 cores, and server and load generator share them:
 //! - The server under test gets its own multi-thread tokio runtime with 2 workers (override:
-//!   `RELAYARR_BENCH_SERVER_THREADS`), which is what `relayarr run` uses on a 2-core host.
+//!   `RELAYARR_BENCH_SERVER_THREADS`), which is what `relayarr run` (`#[tokio::main]`) uses on a 2-core host.
 //!   relayarr also runs its SQLite writer thread and the blocking pool outside those workers.
 //! - The load generator runs on one OS thread with a current-thread runtime, so it can never
 //!   use more than one core, and its cost is the same for both targets. It is a hand-written
@@ -294,7 +294,7 @@ fn bare_router() -> Router {
             Ok(_) => (
                 StatusCode::ACCEPTED,
                 // Same shape and size as relayarr's answer (a ULID id).
-                Json(serde_json::json!({"id": "01JBENCHBAREAXUM0000000000", "duplicate": false})),
+                Json(serde_json::json!({"id": "01JZ8B3N5Q7RBX2V4W6Y8A0C2E", "duplicate": false})),
             )
                 .into_response(),
             Err(e) => (
@@ -320,9 +320,9 @@ async fn wait_ready(addr: SocketAddr) -> io::Result<()> {
             exchange(&mut s, req.as_bytes(), &mut buf).await
         };
         match attempt.await {
-            Ok(200) => return Ok(()),
-            Ok(status) if Instant::now() > deadline => {
-                return Err(io::Error::other(format!("health answered {status}")))
+            Ok(a) if a.status == 200 => return Ok(()),
+            Ok(a) if Instant::now() > deadline => {
+                return Err(io::Error::other(format!("health answered {}", a.status)))
             }
             Err(e) if Instant::now() > deadline => return Err(e),
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -334,7 +334,6 @@ async fn wait_ready(addr: SocketAddr) -> io::Result<()> {
 // Load generator: one task per connection, one request in flight per connection.
 // ---------------------------------------------------------------------------------------
 
-#[derive(Default)]
 struct LoadResult {
     /// Measured window length (the warm-up excluded).
     window: Duration,
@@ -352,6 +351,9 @@ struct LoadResult {
     cpu_process_s: f64,
     cpu_client_s: f64,
     cpu_elapsed: Duration,
+    /// CPU seconds inside the window per thread name (tokio names its workers and blocking
+    /// threads after the runtime; the kernel keeps the first 15 bytes of a name).
+    cpu_by_thread: Vec<(String, f64)>,
 }
 
 impl LoadResult {
@@ -385,9 +387,22 @@ async fn drive(addr: SocketAddr, conns: usize, secs: Duration, seq: Arc<AtomicU6
     // Runs on this (the client's) thread, so `thread-self` is the load generator.
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(warm_end.into()).await;
-        let (p0, c0, t0) = (process_cpu_s(), thread_cpu_s(), Instant::now());
+        let (p0, c0, th0, t0) = (
+            process_cpu_s(),
+            thread_cpu_s(),
+            threads_cpu_s(),
+            Instant::now(),
+        );
         tokio::time::sleep_until(end.into()).await;
-        (process_cpu_s() - p0, thread_cpu_s() - c0, t0.elapsed())
+        let (p1, c1, th1) = (process_cpu_s(), thread_cpu_s(), threads_cpu_s());
+        let mut by_name: BTreeMap<String, f64> = BTreeMap::new();
+        for (tid, (name, cpu)) in th1 {
+            let before = th0.get(&tid).map_or(0.0, |(_, c)| *c);
+            *by_name.entry(name).or_default() += cpu - before;
+        }
+        let mut by_name: Vec<(String, f64)> = by_name.into_iter().collect();
+        by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+        (p1 - p0, c1 - c0, t0.elapsed(), by_name)
     });
     let workers: Vec<_> = (0..conns)
         .map(|_| tokio::spawn(worker(addr, warm_end, end, Arc::clone(&seq))))
@@ -406,7 +421,7 @@ async fn drive(addr: SocketAddr, conns: usize, secs: Duration, seq: Arc<AtomicU6
             all.errors.entry(k).or_insert((0, sample)).0 += n;
         }
     }
-    let (cpu_process_s, cpu_client_s, cpu_elapsed) = cpu.await.unwrap_or_default();
+    let (cpu_process_s, cpu_client_s, cpu_elapsed, cpu_by_thread) = cpu.await.unwrap_or_default();
     all.latencies_us.sort_unstable();
     let pct = |p: f64| -> u32 {
         let v = &all.latencies_us;
@@ -428,6 +443,7 @@ async fn drive(addr: SocketAddr, conns: usize, secs: Duration, seq: Arc<AtomicU6
         cpu_process_s,
         cpu_client_s,
         cpu_elapsed,
+        cpu_by_thread,
     }
 }
 
@@ -579,116 +595,34 @@ fn render_request(n: u64, host: &str, body: &mut String, req: &mut String) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Sonarr `Download` bodies: the shape of /work/shared/fixtures/sonarr/Download.http,
+// Sonarr `Download` bodies: the shape of the shared fixture `sonarr/Download.http`,
 // Newtonsoft-indented (2 spaces, `"key": value`), with per-request values so each is unique.
 // ---------------------------------------------------------------------------------------
 
-struct Series {
-    title: &'static str,
-    slug: &'static str,
-    year: u32,
-    tvdb: u32,
-    imdb: &'static str,
-    genres: [&'static str; 2],
-}
+/// Title, slug, year, TVDB id, IMDb id, two genres.
+type Series = (
+    &'static str,
+    &'static str,
+    u32,
+    u32,
+    &'static str,
+    [&'static str; 2],
+);
 
+#[rustfmt::skip]
 const SERIES: &[Series] = &[
-    Series {
-        title: "The Expanse",
-        slug: "the-expanse",
-        year: 2015,
-        tvdb: 280619,
-        imdb: "tt3230854",
-        genres: ["Drama", "Science Fiction"],
-    },
-    Series {
-        title: "Severance",
-        slug: "severance",
-        year: 2022,
-        tvdb: 371980,
-        imdb: "tt11280740",
-        genres: ["Drama", "Mystery"],
-    },
-    Series {
-        title: "Slow Horses",
-        slug: "slow-horses",
-        year: 2022,
-        tvdb: 386776,
-        imdb: "tt5875444",
-        genres: ["Drama", "Thriller"],
-    },
-    Series {
-        title: "For All Mankind",
-        slug: "for-all-mankind",
-        year: 2019,
-        tvdb: 356202,
-        imdb: "tt7772588",
-        genres: ["Drama", "Science Fiction"],
-    },
-    Series {
-        title: "Shōgun",
-        slug: "shogun-2024",
-        year: 2024,
-        tvdb: 392573,
-        imdb: "tt2788316",
-        genres: ["Adventure", "Drama"],
-    },
-    Series {
-        title: "The Bear",
-        slug: "the-bear",
-        year: 2022,
-        tvdb: 403245,
-        imdb: "tt14452776",
-        genres: ["Comedy", "Drama"],
-    },
-    Series {
-        title: "Andor",
-        slug: "andor",
-        year: 2022,
-        tvdb: 393189,
-        imdb: "tt9253284",
-        genres: ["Action", "Science Fiction"],
-    },
-    Series {
-        title: "What We Do in the Shadows",
-        slug: "what-we-do-in-the-shadows",
-        year: 2019,
-        tvdb: 354629,
-        imdb: "tt7908628",
-        genres: ["Comedy", "Fantasy"],
-    },
-    Series {
-        title: "Dark",
-        slug: "dark",
-        year: 2017,
-        tvdb: 334824,
-        imdb: "tt5753856",
-        genres: ["Crime", "Mystery"],
-    },
-    Series {
-        title: "Mr. Robot",
-        slug: "mr-robot",
-        year: 2015,
-        tvdb: 289590,
-        imdb: "tt4158110",
-        genres: ["Crime", "Drama"],
-    },
-    Series {
-        title: "Silo",
-        slug: "silo",
-        year: 2023,
-        tvdb: 403674,
-        imdb: "tt14688458",
-        genres: ["Drama", "Science Fiction"],
-    },
-    Series {
-        title: "Reservation Dogs",
-        slug: "reservation-dogs",
-        year: 2021,
-        tvdb: 397424,
-        imdb: "tt13623580",
-        genres: ["Comedy", "Drama"],
-    },
+    ("The Expanse", "the-expanse", 2015, 280619, "tt3230854", ["Drama", "Science Fiction"]),
+    ("Severance", "severance", 2022, 371980, "tt11280740", ["Drama", "Mystery"]),
+    ("Slow Horses", "slow-horses", 2022, 386776, "tt5875444", ["Drama", "Thriller"]),
+    ("For All Mankind", "for-all-mankind", 2019, 356202, "tt7772588", ["Drama", "Science Fiction"]),
+    ("Shōgun", "shogun-2024", 2024, 392573, "tt2788316", ["Adventure", "Drama"]),
+    ("The Bear", "the-bear", 2022, 403245, "tt14452776", ["Comedy", "Drama"]),
+    ("Andor", "andor", 2022, 393189, "tt9253284", ["Action", "Science Fiction"]),
+    ("What We Do in the Shadows", "what-we-do-in-the-shadows", 2019, 354629, "tt7908628", ["Comedy", "Fantasy"]),
+    ("Dark", "dark", 2017, 334824, "tt5753856", ["Crime", "Mystery"]),
+    ("Mr. Robot", "mr-robot", 2015, 289590, "tt4158110", ["Crime", "Drama"]),
+    ("Silo", "silo", 2023, 403674, "tt14688458", ["Drama", "Science Fiction"]),
+    ("Reservation Dogs", "reservation-dogs", 2021, 397424, "tt13623580", ["Comedy", "Drama"]),
 ];
 
 const EPISODE_TITLES: &[&str] = &[
@@ -708,12 +642,7 @@ const EPISODE_TITLES: &[&str] = &[
 
 const QUALITIES: &[(&str, &str, u32, u32)] = &[
     ("WEBDL-1080p", "AMZN.WEB-DL.DDP5.1.H.264", 1920, 1080),
-    (
-        "WEBDL-2160p",
-        "ATVP.WEB-DL.DDP5.1.Atmos.DV.HDR.H.265",
-        3840,
-        2160,
-    ),
+    ("WEBDL-2160p", "ATVP.WEB-DL.DDP5.1.DV.H.265", 3840, 2160),
     ("Bluray-1080p", "BluRay.DTS-HD.MA.5.1.x264", 1920, 1080),
     ("HDTV-720p", "HDTV.x264", 1280, 720),
 ];
@@ -731,7 +660,7 @@ fn mix(n: u64) -> u64 {
 /// Appends request `n`'s body. Unique per `n` (episode and file ids, download id).
 fn sonarr_download(n: u64, out: &mut String) {
     let h = mix(n);
-    let s = &SERIES[(n % SERIES.len() as u64) as usize];
+    let (title, slug, year, tvdb, imdb, [g0, g1]) = SERIES[(n % SERIES.len() as u64) as usize];
     let sid = 10 + (n % SERIES.len() as u64);
     let season = 1 + (h % 8);
     let episode = 1 + ((h >> 8) % 22);
@@ -739,14 +668,14 @@ fn sonarr_download(n: u64, out: &mut String) {
     let (quality, source, width, height) = QUALITIES[((h >> 24) % QUALITIES.len() as u64) as usize];
     let group = GROUPS[((h >> 32) % GROUPS.len() as u64) as usize];
     let size = 900_000_000 + (h % 3_000_000_000);
-    let dotted = s.title.replace(' ', ".");
+    let dotted = title.replace(' ', ".");
     let scene = format!(
         "{dotted}.S{season:02}E{episode:02}.{}.{source}-{group}",
         height_tag(height)
     );
     let file = format!(
         "Season {season:02}/{t} - S{season:02}E{episode:02} - {ep_title} [{quality}]-{group}.mkv",
-        t = s.title
+        t = title
     );
     write!(
         out,
@@ -792,7 +721,7 @@ fn sonarr_download(n: u64, out: &mut String) {
       "episodeNumber": {episode},
       "seasonNumber": {season},
       "title": "{ep_title}",
-      "overview": "Nothing goes to plan, and the consequences reach further than anyone expected.",
+      "overview": "Nothing goes to plan.",
       "airDate": "{air_y}-0{air_m}-1{air_d}",
       "airDateUtc": "{air_y}-0{air_m}-1{air_d}T01:00:00Z",
       "seriesId": {sid},
@@ -855,15 +784,8 @@ fn sonarr_download(n: u64, out: &mut String) {
   "instanceName": "Sonarr",
   "applicationUrl": ""
 }}"#,
-        title = s.title,
-        slug = s.slug,
-        year = s.year,
-        tvdb = s.tvdb,
-        tvmaze = 1000 + s.tvdb % 50_000,
-        tmdb = 60_000 + s.tvdb % 40_000,
-        imdb = s.imdb,
-        g0 = s.genres[0],
-        g1 = s.genres[1],
+        tvmaze = 1000 + tvdb % 50_000,
+        tmdb = 60_000 + tvdb % 40_000,
         lw = 638_540_412_981_234_567u64 + (h % 1_000_000),
         epid = 100_000 + n,
         ep_tvdb = 6_000_000 + (h % 1_000_000),
@@ -874,7 +796,7 @@ fn sonarr_download(n: u64, out: &mut String) {
         min = (n / 60) % 60,
         sec = n % 60,
         frac = h % 10_000_000,
-        upgrade = (h >> 48) % 5 == 0,
+        upgrade = (h >> 48).is_multiple_of(5),
         dl = n,
         dl2 = h >> 32,
         score = ((h >> 52) % 40) * 50,
@@ -910,16 +832,13 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-/// utime + stime of a `/proc/…/stat` file, in seconds.
-fn stat_cpu_s(path: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(path) else {
-        return 0.0;
-    };
-    // The command name (field 2) may contain spaces; fields after it are space-separated,
-    // starting with field 3 (state), so utime (14) and stime (15) are at 11 and 12.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
+/// The name and utime + stime (in seconds) of a `/proc/…/stat` file.
+fn stat_cpu(path: &Path) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The name (field 2) sits in parentheses and may contain spaces; the fields after it
+    // start with field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(').map_or("", |(_, n)| n).to_string();
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
@@ -927,7 +846,25 @@ fn stat_cpu_s(path: &str) -> f64 {
             .and_then(|f| f.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    (ticks(11) + ticks(12)) as f64 / USER_HZ
+    Some((name, (ticks(11) + ticks(12)) as f64 / USER_HZ))
+}
+
+fn stat_cpu_s(path: &str) -> f64 {
+    stat_cpu(Path::new(path)).map_or(0.0, |(_, cpu)| cpu)
+}
+
+/// Every live thread of this process: id → (name, CPU seconds).
+fn threads_cpu_s() -> BTreeMap<u64, (String, f64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return BTreeMap::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            Some((tid, stat_cpu(&t.path().join("stat"))?))
+        })
+        .collect()
 }
 
 /// The whole process, dead threads included.
@@ -1102,6 +1039,20 @@ fn print_report(settings: &Settings, results: &[ScenarioResult]) {
                 r.load.ok_total
             );
         }
+        let secs = r.load.cpu_elapsed.as_secs_f64().max(f64::EPSILON);
+        let threads: Vec<String> = r
+            .load
+            .cpu_by_thread
+            .iter()
+            .filter(|(_, cpu)| *cpu / secs >= 0.005)
+            .map(|(name, cpu)| format!("{name} {:.2}", cpu / secs))
+            .collect();
+        println!(
+            "- CPU cores by thread, {} × {}: {}",
+            r.target.label(),
+            r.conns,
+            threads.join(", ")
+        );
         for (kind, (n, sample)) in &r.load.errors {
             println!(
                 "- errors, {} × {}: {n} × {kind}, e.g. {sample:?}",
