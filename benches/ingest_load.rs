@@ -40,6 +40,10 @@ use relayarr::{Config, Relay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The same allocator as the `relayarr` binary, so the bench measures what users run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONCURRENCY: [usize; 2] = [16, 64];
 const WARMUP: Duration = Duration::from_secs(2);
 const DEFAULT_SECS: u64 = 10;
@@ -75,6 +79,8 @@ struct Settings {
     /// Parent of each scenario's temp `data_dir` (`RELAYARR_BENCH_DIR`, else the system temp
     /// dir): fsync cost depends entirely on this file system.
     data_parent: PathBuf,
+    /// `RELAYARR_BENCH_ONLY`: a subset of scenarios, for tuning.
+    only: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -85,6 +91,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Off by default (logging would skew the numbers); `RELAYARR_BENCH_LOG=relayarr_actors=info`
+    // shows the store writer's batch statistics while tuning.
+    if let Ok(filter) = std::env::var("RELAYARR_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // One counter for the whole run: every body sent by this process is different.
     let seq = Arc::new(AtomicU64::new(0));
     print_preamble(&settings);
@@ -92,6 +106,9 @@ fn main() -> ExitCode {
     let mut results = Vec::new();
     for conns in CONCURRENCY {
         for target in [Target::Relayarr, Target::Bare] {
+            if !settings.wants(target, conns) {
+                continue;
+            }
             eprintln!(
                 "ingest_load: {} × {conns} connections: {} s warm-up + {} s …",
                 target.label(),
@@ -141,7 +158,20 @@ fn settings_from_env() -> Result<Settings, String> {
         data_parent: std::env::var_os("RELAYARR_BENCH_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir),
+        only: std::env::var("RELAYARR_BENCH_ONLY").ok(),
     })
+}
+
+impl Settings {
+    /// `RELAYARR_BENCH_ONLY=relayarr:64` (or `bare`, or `:16`) runs a subset while tuning.
+    fn wants(&self, target: Target, conns: usize) -> bool {
+        let Some(only) = self.only.as_deref() else {
+            return true;
+        };
+        let (t, c) = only.split_once(':').unwrap_or((only, ""));
+        (t.is_empty() || target.label().starts_with(&t.to_ascii_lowercase()))
+            && (c.is_empty() || c == conns.to_string())
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -279,7 +309,7 @@ auth = {{ basic = {{ username = "sonarr", password = "Pa55w0rd!" }} }}
 "#
     );
     // No environment: the bench must not pick up a developer's RELAYARR_* overrides.
-    Config::from_toml_str("ingest_load bench", &text, std::iter::empty()).map_err(|errs| {
+    Config::from_toml_str("ingest_load bench", &text, std::env::vars()).map_err(|errs| {
         errs.iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()

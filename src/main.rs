@@ -9,6 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use relayarr::{Config, Relay};
 
+/// mimalloc: ingest parses JSON into many small allocations, and glibc malloc/free was
+/// about 13% of the ingest profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a bad config file (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 

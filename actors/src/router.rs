@@ -1,12 +1,15 @@
 //! The router receives each committed event and decides where it goes. Hooks and the Plex
-//! sync attach here in later issues; for now it logs each event (id, source, kind) and marks
-//! it routed in the store, in batches.
+//! sync attach here in later issues; for now it logs each event (id, source, kind).
 //!
-//! Recovery: an event that was committed but never marked routed (a crash between the
-//! commit and the routing, or a restart of the debouncer or router) is picked up by the
-//! sweep at start and by a periodic sweep of events older than `sweep_age`.
+//! Progress is one persisted watermark: every stored event with `seq <= watermark` has been
+//! routed. The router keeps the set of routed events above it, and on each flush walks the
+//! stored sequence numbers above the watermark to advance it (gaps in `seq` are skipped,
+//! since only stored rows are walked). Events above the watermark that are older than
+//! `sweep_age` and were never routed (a crash between commit and routing, or a restart of
+//! the debouncer or router that lost mailbox messages) are loaded and routed by the sweep;
+//! at start, everything above the watermark is. Routing is therefore at-least-once.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +19,9 @@ use crate::store::{now_ms, CommittedEvent, Store};
 
 pub enum RouterMsg {
     Route(CommittedEvent),
-    /// Timer: write buffered "routed" marks.
+    /// Timer: advance and persist the watermark.
     Flush,
-    /// Timer: route events the normal path missed.
+    /// Timer: also route events the normal path missed.
     Sweep,
 }
 
@@ -32,25 +35,26 @@ pub struct RouterArgs {
 
 pub struct RouterState {
     args: RouterArgs,
-    pending_marks: Vec<i64>,
-    /// Events the sweep routed whose normal-path message may still arrive: routed once only.
-    swept: HashSet<i64>,
+    /// Persisted: every event with `seq <= upto` is routed.
+    upto: i64,
+    /// Routed events above `upto`.
+    routed: BTreeSet<i64>,
     routed_total: u64,
 }
 
-/// Marks are flushed at least this often, and at once when this many are buffered.
-const FLUSH_EVERY: Duration = Duration::from_millis(50);
-const FLUSH_AT: usize = 1024;
-/// Events loaded per recovery page.
-const SWEEP_PAGE: usize = 1000;
-/// Bound on remembered swept events (beyond it, a late duplicate is only logged twice).
-const SWEPT_MAX: usize = 100_000;
+/// How often the watermark is advanced.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Sequence numbers read per step of a walk.
+const PAGE: usize = 2000;
 
 #[derive(Clone, Debug, Default)]
 pub struct RouterActor;
 
 impl RouterActor {
     fn route(st: &mut RouterState, ev: &CommittedEvent) {
+        if ev.seq <= st.upto || !st.routed.insert(ev.seq) {
+            return; // already routed (by a sweep, or before a restart)
+        }
         tracing::info!(
             event_id = %ev.id,
             source = %ev.event.instance,
@@ -58,49 +62,72 @@ impl RouterActor {
             event_type = %ev.event.event_type,
             "event routed"
         );
-        st.pending_marks.push(ev.seq);
         st.routed_total += 1;
     }
 
-    async fn flush(st: &mut RouterState) {
-        if st.pending_marks.is_empty() {
-            return;
-        }
-        let marks = std::mem::take(&mut st.pending_marks);
-        if let Err(error) = st.args.store.mark_routed(marks).await {
-            // Not fatal: the events stay `received` and the next sweep routes them again.
-            tracing::error!(%error, "could not mark events routed");
-        }
-    }
-
-    /// Routes committed-but-unrouted events, page by page, logging progress.
-    async fn sweep(st: &mut RouterState, min_age: Duration) -> Result<(), ActorProcessingErr> {
-        let cutoff = now_ms() - i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX);
+    /// Walks stored events above the watermark: routed ones advance it; unrouted ones older
+    /// than `recover_older_than` are routed now; the first younger unrouted one stops the walk
+    /// (it is still on its way through the normal path).
+    async fn advance(
+        st: &mut RouterState,
+        recover_older_than: Option<Duration>,
+    ) -> Result<(), ActorProcessingErr> {
+        let start = st.upto;
+        let cutoff = recover_older_than
+            .map(|age| now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)));
         let mut recovered = 0u64;
         loop {
-            Self::flush(st).await;
-            let page = st.args.store.unrouted(SWEEP_PAGE).await?;
-            let fresh: Vec<_> = page.iter().filter(|e| e.received_at_ms <= cutoff).collect();
-            if fresh.is_empty() {
-                break;
-            }
-            for ev in &fresh {
-                Self::route(st, ev);
-                if st.swept.len() < SWEPT_MAX {
-                    st.swept.insert(ev.seq);
+            let page = st.args.store.seqs_after(st.upto, PAGE).await?;
+            let full = page.len() == PAGE;
+            let mut upto = st.upto;
+            let mut missed = Vec::new();
+            let mut blocked = false;
+            for (seq, at) in page {
+                if st.routed.remove(&seq) {
+                    upto = seq;
+                } else if cutoff.is_some_and(|c| at <= c) {
+                    missed.push(seq);
+                    upto = seq;
+                } else {
+                    blocked = true;
+                    break;
                 }
             }
-            recovered += fresh.len() as u64;
-            tracing::info!(recovered, "recovery sweep: routing unrouted events");
-            if page.len() < SWEEP_PAGE || fresh.len() < page.len() {
-                Self::flush(st).await;
+            if !missed.is_empty() {
+                let events = st.args.store.events_by_seq(missed).await?;
+                for ev in &events {
+                    Self::route(st, ev);
+                    st.routed.remove(&ev.seq);
+                }
+                recovered += events.len() as u64;
+                tracing::info!(
+                    recovered,
+                    upto,
+                    "recovery: routing events that were never routed"
+                );
+            }
+            st.upto = upto;
+            if blocked || !full {
                 break;
             }
         }
+        if st.upto != start {
+            st.args.store.set_routed_watermark(st.upto).await?;
+        }
         if recovered > 0 {
-            tracing::info!(recovered, "recovery sweep done");
+            tracing::info!(recovered, watermark = st.upto, "recovery done");
         }
         Ok(())
+    }
+}
+
+impl RouterActor {
+    /// A failed walk is retried at the next tick: the store may be briefly unavailable, and
+    /// restarting the router would not help.
+    async fn advance_logged(st: &mut RouterState, recover_older_than: Option<Duration>) {
+        if let Err(error) = Self::advance(st, recover_older_than).await {
+            tracing::error!(%error, watermark = st.upto, "could not advance the routing watermark");
+        }
     }
 }
 
@@ -114,10 +141,11 @@ impl Actor for RouterActor {
         _me: ActorRef<RouterMsg>,
         args: RouterArgs,
     ) -> Result<RouterState, ActorProcessingErr> {
+        let upto = args.store.routed_watermark().await?;
         Ok(RouterState {
             args,
-            pending_marks: Vec::new(),
-            swept: HashSet::new(),
+            upto,
+            routed: BTreeSet::new(),
             routed_total: 0,
         })
     }
@@ -127,7 +155,8 @@ impl Actor for RouterActor {
         me: ActorRef<RouterMsg>,
         st: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
-        Self::sweep(st, Duration::ZERO).await?;
+        // Everything committed before this start and not yet routed is routed now.
+        Self::advance(st, Some(Duration::ZERO)).await?;
         me.send_interval(FLUSH_EVERY, || RouterMsg::Flush);
         me.send_interval(st.args.sweep_every, || RouterMsg::Sweep);
         Ok(())
@@ -140,19 +169,12 @@ impl Actor for RouterActor {
         st: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RouterMsg::Route(ev) => {
-                // A sweep may already have routed it (the event waited in a mailbox).
-                if !st.swept.remove(&ev.seq) {
-                    Self::route(st, &ev);
-                }
-                if st.pending_marks.len() >= FLUSH_AT {
-                    Self::flush(st).await;
-                }
-            }
-            RouterMsg::Flush => Self::flush(st).await,
+            RouterMsg::Route(ev) => Self::route(st, &ev),
+            RouterMsg::Flush if st.routed.is_empty() => {}
+            RouterMsg::Flush => Self::advance_logged(st, None).await,
             RouterMsg::Sweep => {
                 let age = st.args.sweep_age;
-                Self::sweep(st, age).await?;
+                Self::advance_logged(st, Some(age)).await;
             }
         }
         Ok(())
@@ -163,8 +185,12 @@ impl Actor for RouterActor {
         _me: ActorRef<RouterMsg>,
         st: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
-        Self::flush(st).await;
-        tracing::info!(routed = st.routed_total, "router stopped");
+        Self::advance(st, None).await?;
+        tracing::info!(
+            routed = st.routed_total,
+            watermark = st.upto,
+            "router stopped"
+        );
         Ok(())
     }
 }

@@ -54,10 +54,9 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ParseError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
     }
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(ParseError::InvalidUtf8(e.valid_up_to()));
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let text = std::str::from_utf8(bytes).map_err(|e| ParseError::InvalidUtf8(e.valid_up_to()))?;
+    // from_str, not from_slice: the UTF-8 check above is the only one needed.
+    serde_json::from_str(text).map_err(|e| {
         if e.to_string().contains("recursion limit exceeded") {
             ParseError::TooDeep(MAX_JSON_DEPTH)
         } else if e.classify() == serde_json::error::Category::Eof {

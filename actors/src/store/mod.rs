@@ -25,6 +25,12 @@ pub use sqlite::SqliteStore;
 pub struct StoreConfig {
     /// Most events committed in one transaction. Larger batches mean fewer fsyncs under load.
     pub max_batch: usize,
+    /// Under concurrent load (the previous commit held more than one event), wait this long
+    /// for more events before committing, so one fsync covers more of them. Helps on disks
+    /// with slow fsync (SD cards, HDDs); on SSDs commit cost follows bytes written, so the
+    /// default is `0s` (off).
+    #[serde(with = "humantime_serde")]
+    pub commit_delay: Duration,
     /// Raw bodies longer than this are stored truncated (the normalised event is always whole).
     pub raw_body_max: usize,
     /// The same body from the same source within this window is a duplicate: answered 200
@@ -33,15 +39,20 @@ pub struct StoreConfig {
     pub dedup_window: Duration,
     /// Rejected requests kept for troubleshooting (oldest dropped first).
     pub rejections_max: u64,
+    /// Most bodies remembered for dedup. At sustained rates above this many per
+    /// `dedup_window`, the effective window shrinks to the most recent bodies.
+    pub dedup_max_entries: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             max_batch: 512,
+            commit_delay: Duration::ZERO,
             raw_body_max: 1024 * 1024,
             dedup_window: Duration::from_secs(600),
             rejections_max: 10_000,
+            dedup_max_entries: 200_000,
         }
     }
 }
@@ -78,6 +89,7 @@ pub struct StoredEvent {
     pub event_type: String,
     pub received_at: String,
     pub received_at_ms: i64,
+    /// `routed` once the router has handled it, else `received`.
     pub status: String,
     pub content_type: Option<String>,
     pub raw_truncated: bool,
@@ -112,6 +124,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store is closed")]
     Closed,
+    #[error("compression failed: {0}")]
+    Codec(String),
     #[error("stored event {id} is corrupt: {reason}")]
     Corrupt { id: String, reason: String },
     #[error("cannot open store at {path}: {reason}")]
@@ -128,10 +142,21 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredEvent>, StoreError>>;
-    /// Events committed but not yet routed, oldest first (used to resume after a crash).
-    fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CommittedEvent>, StoreError>>;
-    /// Marks events (by sequence number) as routed.
-    fn mark_routed(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The routing watermark: every stored event with `seq <= watermark` has been routed.
+    fn routed_watermark(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
+    /// Persists a new routing watermark.
+    fn set_routed_watermark(&self, seq: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// `(seq, received_at_ms)` of stored events with `seq > after`, in order.
+    fn seqs_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(i64, i64)>, StoreError>>;
+    /// Loads events by sequence number (missing ones are skipped), in order.
+    fn events_by_seq(
+        &self,
+        seqs: Vec<i64>,
+    ) -> BoxFuture<'_, Result<Vec<CommittedEvent>, StoreError>>;
     /// Records rejected requests (bounded by `rejections_max`).
     fn record_rejections(&self, rows: Vec<Rejection>) -> BoxFuture<'_, Result<(), StoreError>>;
     /// The newest rejections, newest first.

@@ -7,7 +7,9 @@
 //! thread and adds a channel round-trip per statement; rusqlite lets us own that thread.
 //! Reads use a separate connection (WAL readers never block the writer).
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -23,6 +25,12 @@ use super::{
 use crate::model::NormalizedEvent;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+///
+/// Write amplification is what limits durable ingest, so `events` has no index keyed by
+/// anything random: dedup lookups use an in-memory window ([`DedupCache`]) verified against
+/// the stored `dedup_key`, and routing progress is one watermark row in `meta` instead of a
+/// per-event status update. Bodies are stored zstd-compressed (`codec` 1): indented *arr JSON
+/// shrinks about fourfold, and bytes written per event are what bound the commit rate.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE events (
     seq            INTEGER PRIMARY KEY,
@@ -34,14 +42,17 @@ CREATE TABLE events (
     received_at    INTEGER NOT NULL,
     dedup_key      BLOB    NOT NULL,
     content_type   TEXT,
-    raw            BLOB    NOT NULL,
     raw_truncated  INTEGER NOT NULL,
-    normalized     TEXT    NOT NULL,
-    status         TEXT    NOT NULL DEFAULT 'received'
+    codec          INTEGER NOT NULL,
+    raw            BLOB    NOT NULL,
+    normalized     BLOB    NOT NULL
 );
-CREATE INDEX events_dedup ON events (dedup_key, received_at);
 CREATE INDEX events_received ON events (received_at);
-CREATE INDEX events_unrouted ON events (seq) WHERE status = 'received';
+CREATE TABLE meta (
+    key    TEXT PRIMARY KEY,
+    value  INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('routed_upto', 0);
 CREATE TABLE rejections (
     seq     INTEGER PRIMARY KEY,
     at      INTEGER NOT NULL,
@@ -56,9 +67,81 @@ const WRITE_QUEUE: usize = 8192;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// `codec` values: how `raw` and `normalized` are stored.
+const CODEC_ZSTD: i64 = 1;
+/// zstd level 1: about 4x on JSON bodies at a few microseconds per event.
+const ZSTD_LEVEL: i32 = 1;
+
+thread_local! {
+    /// One zstd context per thread: creating a context per event was 3% of ingest CPU.
+    static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// An event ready for the writer: compressed off the writer thread, by the caller's task.
+struct Encoded {
+    instance: String,
+    source_kind: &'static str,
+    kind: &'static str,
+    event_type: String,
+    received_at_ms: i64,
+    dedup_key: [u8; 32],
+    content_type: Option<String>,
+    raw_truncated: bool,
+    raw: Vec<u8>,
+    normalized: Vec<u8>,
+}
+
+impl Encoded {
+    fn new(ev: NewEvent, raw_body_max: usize) -> Result<Self, StoreError> {
+        let raw_truncated = ev.raw.len() > raw_body_max;
+        let raw = &ev.raw[..ev.raw.len().min(raw_body_max)];
+        let compress = |data: &[u8]| {
+            ZSTD.with(|c| {
+                let mut c = c.borrow_mut();
+                let c = match c.as_mut() {
+                    Some(c) => c,
+                    None => c.insert(
+                        zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                            .map_err(|e| StoreError::Codec(e.to_string()))?,
+                    ),
+                };
+                c.compress(data)
+                    .map_err(|e| StoreError::Codec(e.to_string()))
+            })
+        };
+        Ok(Encoded {
+            source_kind: ev.event.source.as_str(),
+            kind: ev.event.kind.as_str(),
+            raw: compress(raw)?,
+            normalized: compress(ev.normalized_json.as_bytes())?,
+            instance: ev.event.instance,
+            event_type: ev.event.event_type,
+            received_at_ms: ev.received_at_ms,
+            dedup_key: ev.dedup_key,
+            content_type: ev.content_type,
+            raw_truncated,
+        })
+    }
+}
+
+fn decode(codec: i64, data: Vec<u8>, id: &str) -> Result<Vec<u8>, StoreError> {
+    match codec {
+        0 => Ok(data),
+        CODEC_ZSTD => zstd::stream::decode_all(&data[..]).map_err(|e| StoreError::Corrupt {
+            id: id.to_owned(),
+            reason: format!("zstd: {e}"),
+        }),
+        other => Err(StoreError::Corrupt {
+            id: id.to_owned(),
+            reason: format!("unknown codec {other}"),
+        }),
+    }
+}
+
 enum WriteCmd {
-    Append(Box<NewEvent>, Reply<(Appended, Option<i64>)>),
-    MarkRouted(Vec<i64>, Reply<()>),
+    Append(Box<Encoded>, Reply<(Appended, Option<i64>)>),
+    SetWatermark(i64, Reply<()>),
     Rejections(Vec<Rejection>, Reply<()>),
     Close(Reply<()>),
 }
@@ -69,6 +152,8 @@ pub struct SqliteStore {
     tx: mpsc::Sender<WriteCmd>,
     reader: Arc<Mutex<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<WriterStats>,
+    raw_body_max: usize,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -114,17 +199,47 @@ impl SqliteStore {
                 reason: format!("could not switch to WAL mode (got {mode})"),
             });
         }
-        wconn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        // synchronous=NORMAL: COMMIT writes the WAL frames but does not fsync them; the
+        // `Flusher` thread does, and only then are the commands of that commit answered. So a
+        // 2xx still means "fsynced to the WAL" (durable across power loss), while the writer
+        // goes on with the next batch during the fsync (pipelined group commit).
+        // Checkpoints: a background thread copies WAL frames into the database without
+        // blocking anyone (see `Checkpointer`); the writer keeps SQLite's automatic checkpoint
+        // (1000 pages), which then finds almost everything copied and only has to finish and
+        // let the WAL restart from its beginning. A reused WAL keeps fdatasync cheap (no file
+        // growth to journal); measured: ~0.4-0.5 ms per fsync instead of ~0.7-0.8 ms.
+        wconn.execute_batch(
+            "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=1000;",
+        )?;
         migrate(&mut wconn)?;
+        let dedup = DedupCache::load(&wconn, &cfg)?;
         let rconn = open_conn(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
 
+        let checkpointer = Checkpointer::start(&path)?;
+        let raw_body_max = cfg.raw_body_max;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let stats = Arc::new(WriterStats::default());
+        let wal_path = PathBuf::from(format!("{}-wal", path.display()));
+        let flusher = Flusher::start(wal_path.clone(), Arc::clone(&stats))?;
+        let writer_stats = Arc::clone(&stats);
         let writer = std::thread::Builder::new()
             .name("relayarr-store-writer".into())
-            .spawn(move || Writer { conn: wconn, cfg }.run(rx))
+            .spawn(move || {
+                Writer {
+                    conn: wconn,
+                    flusher,
+                    cfg,
+                    stats: writer_stats,
+                    dedup,
+                    checkpointer,
+                    wal_path,
+                    commits: 0,
+                }
+                .run(rx)
+            })
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
                 reason: format!("cannot start writer thread: {e}"),
@@ -135,7 +250,14 @@ impl SqliteStore {
             tx,
             reader: Arc::new(Mutex::new(rconn)),
             writer: Mutex::new(Some(writer)),
+            stats,
+            raw_body_max,
         }))
+    }
+
+    /// The writer thread's counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// The database file.
@@ -167,7 +289,8 @@ impl SqliteStore {
 
     /// Appends and also returns the row's sequence number (None for a duplicate).
     pub async fn append_seq(&self, ev: NewEvent) -> Result<(Appended, Option<i64>), StoreError> {
-        self.send(|r| WriteCmd::Append(Box::new(ev), r)).await
+        let encoded = Encoded::new(ev, self.raw_body_max)?;
+        self.send(|r| WriteCmd::Append(Box::new(encoded), r)).await
     }
 }
 
@@ -185,32 +308,248 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 struct Writer {
     conn: Connection,
+    flusher: Flusher,
+    wal_path: PathBuf,
     cfg: StoreConfig,
+    stats: Arc<WriterStats>,
+    dedup: DedupCache,
+    checkpointer: Checkpointer,
+    commits: u64,
+}
+
+/// How often the background checkpointer copies WAL frames into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Safety net: if long-lived readers kept checkpoints from completing, the WAL would only
+/// grow; past this size the writer truncates it. Checked every `WAL_CHECK_EVERY` commits.
+const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+const WAL_CHECK_EVERY: u64 = 64;
+
+/// A thread with its own connection that runs `PRAGMA wal_checkpoint(PASSIVE)` periodically.
+/// Passive checkpoints never block the writer, so the writer's own automatic checkpoints
+/// (and so request latency) no longer pay for copying most WAL frames into the database.
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self, StoreError> {
+        let conn = open_conn(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("relayarr-store-checkpoint".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                        tracing::warn!(%error, "background checkpoint failed; will retry");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                reason: format!("cannot start checkpoint thread: {e}"),
+            })?;
+        Ok(Checkpointer {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The dedup window, in memory: 64-bit prefix of each recent `dedup_key` → (seq, received
+/// at). A hit is confirmed against the full key in the row, so a prefix collision can never
+/// turn a new event into a "duplicate". Bounded by `dedup_max_entries`, oldest evicted first.
+struct DedupCache {
+    window_ms: i64,
+    max: usize,
+    map: HashMap<u64, (i64, i64)>,
+    order: VecDeque<(u64, i64, i64)>,
+}
+
+impl DedupCache {
+    fn new(cfg: &StoreConfig) -> Self {
+        DedupCache {
+            window_ms: i64::try_from(cfg.dedup_window.as_millis()).unwrap_or(i64::MAX),
+            max: cfg.dedup_max_entries,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Rebuilds the window from the events received within it.
+    fn load(conn: &Connection, cfg: &StoreConfig) -> Result<Self, StoreError> {
+        let mut cache = DedupCache::new(cfg);
+        let cutoff = super::now_ms().saturating_sub(cache.window_ms);
+        let mut stmt = conn.prepare(
+            "SELECT seq, dedup_key, received_at FROM events WHERE received_at >= ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([cutoff], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (seq, key, at) = row?;
+            cache.insert(prefix(&key), seq, at);
+        }
+        Ok(cache)
+    }
+
+    fn insert(&mut self, key: u64, seq: i64, at: i64) {
+        if self.max == 0 {
+            return;
+        }
+        self.map.insert(key, (seq, at));
+        self.order.push_back((key, seq, at));
+        while self.order.len() > self.max {
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((key, seq, _)) = self.order.pop_front() {
+            if self.map.get(&key).is_some_and(|(s, _)| *s == seq) {
+                self.map.remove(&key);
+            }
+        }
+    }
+
+    /// The seq of a stored event whose key starts like `key`, received at or after `now -
+    /// window`.
+    fn candidate(&mut self, key: u64, now: i64) -> Option<i64> {
+        let cutoff = now.saturating_sub(self.window_ms);
+        while self.order.front().is_some_and(|(_, _, at)| *at < cutoff) {
+            self.pop_oldest();
+        }
+        self.map
+            .get(&key)
+            .filter(|(_, at)| *at >= cutoff)
+            .map(|(seq, _)| *seq)
+    }
+}
+
+fn prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    for (d, s) in b.iter_mut().zip(key) {
+        *d = *s;
+    }
+    u64::from_le_bytes(b)
+}
+
+/// Counters of the writer thread, for logs, benchmarks and (later) metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Commands executed (appends, routing marks, rejection batches).
+    pub commands: AtomicU64,
+    /// Time spent executing statements, in microseconds.
+    pub exec_us: AtomicU64,
+    /// Time spent in COMMIT (WAL write + fsync), in microseconds.
+    pub commit_us: AtomicU64,
+    /// Largest batch committed at once.
+    pub max_batch: AtomicU64,
+    /// WAL fsyncs, and time spent in them (each covers every commit queued before it).
+    pub fsyncs: AtomicU64,
+    pub fsync_us: AtomicU64,
+}
+
+impl WriterStats {
+    fn record(&self, batch: usize, exec: std::time::Duration, commit: std::time::Duration) {
+        let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let batch = batch as u64;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commands.fetch_add(batch, Ordering::Relaxed);
+        self.exec_us.fetch_add(micros(exec), Ordering::Relaxed);
+        self.commit_us.fetch_add(micros(commit), Ordering::Relaxed);
+        self.max_batch.fetch_max(batch, Ordering::Relaxed);
+    }
+
+    fn record_fsync(&self, took: std::time::Duration) {
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.fsync_us.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn log(&self) {
+        let commits = self.commits.load(Ordering::Relaxed).max(1);
+        let commands = self.commands.load(Ordering::Relaxed);
+        tracing::info!(
+            commits,
+            commands,
+            avg_batch = commands / commits,
+            max_batch = self.max_batch.load(Ordering::Relaxed),
+            avg_exec_us = self.exec_us.load(Ordering::Relaxed) / commits,
+            avg_commit_us = self.commit_us.load(Ordering::Relaxed) / commits,
+            fsyncs = self.fsyncs.load(Ordering::Relaxed),
+            avg_fsync_us =
+                self.fsync_us.load(Ordering::Relaxed) / self.fsyncs.load(Ordering::Relaxed).max(1),
+            "store writer totals"
+        );
+    }
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<WriteCmd>) {
         let max_batch = self.cfg.max_batch.max(1);
         let mut batch = Vec::with_capacity(max_batch);
+        let mut last_batch = 0usize;
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
+            // Group commit under concurrency: when the last batch showed several writers,
+            // give their neighbours a moment to arrive so one fsync covers them all. A lone
+            // request (last batch of one) is never delayed.
+            if last_batch > 1 && !self.cfg.commit_delay.is_zero() {
+                std::thread::sleep(self.cfg.commit_delay);
+            }
             while batch.len() < max_batch {
                 match rx.try_recv() {
                     Ok(cmd) => batch.push(cmd),
                     Err(_) => break,
                 }
             }
-            if let Some(close) = self.commit_batch(&mut batch) {
+            last_batch = batch.len();
+            let close = self.commit_batch(&mut batch);
+            self.commits += 1;
+            if self.commits.is_multiple_of(WAL_CHECK_EVERY) {
+                self.limit_wal();
+            }
+            if let Some(close) = close {
                 rx.close();
                 // Whatever raced in before close() still gets committed.
                 while let Ok(cmd) = rx.try_recv() {
                     batch.push(cmd);
                 }
                 let _ = self.commit_batch(&mut batch);
+                self.flusher.stop();
+                self.checkpointer.stop();
                 let res = self
                     .conn
                     .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
                     .map_err(StoreError::from);
+                self.stats.log();
                 tracing::info!("store writer flushed and stopped");
                 let _ = close.send(res);
                 return;
@@ -219,21 +558,43 @@ impl Writer {
         tracing::info!("store writer stopped (all handles dropped)");
     }
 
+    fn limit_wal(&mut self) {
+        let size = std::fs::metadata(&self.wal_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size <= WAL_LIMIT_BYTES {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            Ok(()) => tracing::debug!(
+                wal_bytes = size,
+                took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "WAL truncated"
+            ),
+            Err(error) => tracing::warn!(%error, wal_bytes = size, "could not truncate the WAL"),
+        }
+    }
+
     /// Commits every command in `batch` in one transaction and answers each. Returns the
     /// reply port of a `Close` command if one was in the batch.
     fn commit_batch(&mut self, batch: &mut Vec<WriteCmd>) -> Option<Reply<()>> {
         let mut close = None;
         let mut done = Vec::with_capacity(batch.len());
+        let size = batch.len();
+        let started = std::time::Instant::now();
+        let mut executed = started;
         let res = (|| -> Result<(), StoreError> {
             let tx = self.conn.transaction()?;
             let now = super::now_ms();
             for cmd in batch.drain(..) {
                 match cmd {
                     WriteCmd::Append(ev, reply) => {
-                        done.push(Done::Append(reply, insert_event(&tx, &ev, now, &self.cfg)));
+                        let r = insert_event(&tx, &ev, now, &mut self.dedup);
+                        done.push(Done::Append(reply, r));
                     }
-                    WriteCmd::MarkRouted(seqs, reply) => {
-                        done.push(Done::Unit(reply, mark_routed(&tx, &seqs)));
+                    WriteCmd::SetWatermark(seq, reply) => {
+                        done.push(Done::Unit(reply, set_watermark(&tx, seq)));
                     }
                     WriteCmd::Rejections(rows, reply) => {
                         let r = insert_rejections(&tx, &rows, self.cfg.rejections_max);
@@ -242,18 +603,114 @@ impl Writer {
                     WriteCmd::Close(reply) => close = Some(reply),
                 }
             }
+            executed = std::time::Instant::now();
             tx.commit()?;
             Ok(())
         })();
+        self.stats
+            .record(size, executed - started, executed.elapsed());
         let err = res.err();
         if let Some(e) = &err {
             tracing::error!(error = %e, batch = done.len(), "store commit failed");
+            // Entries added for the rolled-back events must not answer later duplicates.
+            self.dedup = DedupCache::load(&self.conn, &self.cfg).unwrap_or_else(|error| {
+                tracing::error!(%error, "could not reload the dedup window");
+                DedupCache::new(&self.cfg)
+            });
         }
-        for d in done {
-            d.answer(err.as_ref());
+        match err {
+            None => self.flusher.submit(done),
+            Some(e) => {
+                for d in done {
+                    d.answer(Some(&e));
+                }
+            }
         }
         close
     }
+}
+
+/// Makes commits durable: `fdatasync` of the WAL file, then the answers of every commit
+/// written before that sync began. One sync covers all commits queued meanwhile, so fsync
+/// latency no longer caps the commit rate. fsync applies to the file (the inode), so syncing
+/// through our own descriptor flushes the frames SQLite wrote through its own.
+struct Flusher {
+    tx: Option<std::sync::mpsc::Sender<Vec<Done>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(wal_path: PathBuf, stats: Arc<WriterStats>) -> Result<Self, StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Done>>();
+        let handle = std::thread::Builder::new()
+            .name("relayarr-store-fsync".into())
+            .spawn(move || {
+                let mut file = None;
+                while let Ok(first) = rx.recv() {
+                    let mut pending = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        pending.push(more);
+                    }
+                    let started = std::time::Instant::now();
+                    let err = sync_wal(&wal_path, &mut file).err().map(|e| {
+                        tracing::error!(error = %e, path = %wal_path.display(), "WAL fsync failed");
+                        StoreError::Open {
+                            path: wal_path.display().to_string(),
+                            reason: format!("fsync failed: {e}"),
+                        }
+                    });
+                    stats.record_fsync(started.elapsed());
+                    for d in pending.into_iter().flatten() {
+                        d.answer(err.as_ref());
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Open {
+                path: "relayarr-store-fsync".into(),
+                reason: format!("cannot start fsync thread: {e}"),
+            })?;
+        Ok(Flusher {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    fn submit(&self, done: Vec<Done>) {
+        if let Some(tx) = &self.tx {
+            if let Err(std::sync::mpsc::SendError(done)) = tx.send(done) {
+                for d in done {
+                    d.answer(Some(&StoreError::Closed));
+                }
+            }
+        }
+    }
+
+    /// Answers everything still pending, then stops the thread.
+    fn stop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// fsyncs the WAL, reopening it if SQLite replaced the file since the last sync.
+fn sync_wal(path: &Path, cached: &mut Option<(std::fs::File, u64)>) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(path)?.ino();
+    let file = match cached.take() {
+        Some((f, i)) if i == ino => f,
+        _ => std::fs::OpenOptions::new().write(true).open(path)?,
+    };
+    let res = file.sync_data();
+    *cached = Some((file, ino));
+    res
 }
 
 /// A command executed inside the open transaction, waiting for the commit to be answered.
@@ -295,49 +752,48 @@ fn clone_err(e: &StoreError) -> StoreError {
 
 fn insert_event(
     tx: &rusqlite::Transaction<'_>,
-    ev: &NewEvent,
+    ev: &Encoded,
     now: i64,
-    cfg: &StoreConfig,
+    dedup: &mut DedupCache,
 ) -> Result<(Appended, Option<i64>), StoreError> {
-    let window = i64::try_from(cfg.dedup_window.as_millis()).unwrap_or(i64::MAX);
-    let cutoff = now.saturating_sub(window);
-    let dup: Option<String> = tx
-        .prepare_cached(
-            "SELECT id FROM events WHERE dedup_key = ?1 AND received_at >= ?2 ORDER BY seq LIMIT 1",
-        )?
-        .query_row(params![&ev.dedup_key[..], cutoff], |r| r.get(0))
-        .optional()?;
-    if let Some(id) = dup {
-        return Ok((
-            Appended {
-                id,
-                duplicate: true,
-            },
-            None,
-        ));
+    let key = prefix(&ev.dedup_key);
+    if let Some(seq) = dedup.candidate(key, now) {
+        let stored: Option<(String, Vec<u8>)> = tx
+            .prepare_cached("SELECT id, dedup_key FROM events WHERE seq = ?1")?
+            .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((id, _)) = stored.filter(|(_, full)| full[..] == ev.dedup_key[..]) {
+            return Ok((
+                Appended {
+                    id,
+                    duplicate: true,
+                },
+                None,
+            ));
+        }
     }
     let id = ulid::Ulid::new().to_string();
-    let truncated = ev.raw.len() > cfg.raw_body_max;
-    let raw = &ev.raw[..ev.raw.len().min(cfg.raw_body_max)];
     tx.prepare_cached(
         "INSERT INTO events (id, source, source_kind, kind, event_type, received_at, dedup_key, \
-         content_type, raw, raw_truncated, normalized) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         content_type, raw_truncated, codec, raw, normalized) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         id,
-        ev.event.instance,
-        ev.event.source.as_str(),
-        ev.event.kind.as_str(),
-        ev.event.event_type,
+        ev.instance,
+        ev.source_kind,
+        ev.kind,
+        ev.event_type,
         ev.received_at_ms,
         &ev.dedup_key[..],
         ev.content_type,
-        raw,
-        truncated,
-        ev.normalized_json,
+        ev.raw_truncated,
+        CODEC_ZSTD,
+        ev.raw,
+        ev.normalized,
     ])?;
     let seq = tx.last_insert_rowid();
+    dedup.insert(key, seq, ev.received_at_ms);
     Ok((
         Appended {
             id,
@@ -347,13 +803,10 @@ fn insert_event(
     ))
 }
 
-fn mark_routed(tx: &rusqlite::Transaction<'_>, seqs: &[i64]) -> Result<(), StoreError> {
-    let mut stmt = tx.prepare_cached(
-        "UPDATE events SET status = 'routed' WHERE seq = ?1 AND status = 'received'",
-    )?;
-    for seq in seqs {
-        stmt.execute([seq])?;
-    }
+fn set_watermark(tx: &rusqlite::Transaction<'_>, seq: i64) -> Result<(), StoreError> {
+    // Never moves backwards, whatever order the writes arrive in.
+    tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = 'routed_upto'")?
+        .execute([seq])?;
     Ok(())
 }
 
@@ -380,9 +833,9 @@ fn row_to_committed(
     seq: i64,
     id: String,
     at: i64,
-    json: &str,
+    json: &[u8],
 ) -> Result<CommittedEvent, StoreError> {
-    let event: NormalizedEvent = serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+    let event: NormalizedEvent = serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
         id: id.clone(),
         reason: e.to_string(),
     })?;
@@ -407,8 +860,10 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let row = conn
                 .prepare_cached(
-                    "SELECT id, source, kind, event_type, received_at, status, content_type, \
-                     raw_truncated, normalized, raw FROM events WHERE id = ?1",
+                    "SELECT id, source, kind, event_type, received_at, \
+                     CASE WHEN seq <= (SELECT value FROM meta WHERE key = 'routed_upto') \
+                     THEN 'routed' ELSE 'received' END, content_type, \
+                     raw_truncated, normalized, raw, codec FROM events WHERE id = ?1",
                 )?
                 .query_row([&id], |r| {
                     Ok((
@@ -420,16 +875,20 @@ impl Store for SqliteStore {
                         r.get::<_, String>(5)?,
                         r.get::<_, Option<String>>(6)?,
                         r.get::<_, bool>(7)?,
-                        r.get::<_, String>(8)?,
+                        r.get::<_, Vec<u8>>(8)?,
                         r.get::<_, Vec<u8>>(9)?,
+                        r.get::<_, i64>(10)?,
                     ))
                 })
                 .optional()?;
-            let Some((id, source, kind, event_type, at, status, ct, truncated, norm, raw)) = row
+            let Some((id, source, kind, event_type, at, status, ct, truncated, norm, raw, codec)) =
+                row
             else {
                 return Ok(None);
             };
-            let normalized = serde_json::from_str(&norm).map_err(|e| StoreError::Corrupt {
+            let norm = decode(codec, norm, &id)?;
+            let raw = decode(codec, raw, &id)?;
+            let normalized = serde_json::from_slice(&norm).map_err(|e| StoreError::Corrupt {
                 id: id.clone(),
                 reason: e.to_string(),
             })?;
@@ -450,33 +909,66 @@ impl Store for SqliteStore {
         .boxed()
     }
 
-    fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CommittedEvent>, StoreError>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, id, received_at, normalized FROM events \
-                 WHERE status = 'received' ORDER BY seq LIMIT ?1",
-            )?;
-            let rows = stmt.query_map([limit], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, id, at, json) = row?;
-                out.push(row_to_committed(seq, id, at, &json)?);
-            }
-            Ok(out)
+    fn routed_watermark(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT value FROM meta WHERE key = 'routed_upto'",
+                [],
+                |r| r.get(0),
+            )?)
         })
         .boxed()
     }
 
-    fn mark_routed(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.send(|r| WriteCmd::MarkRouted(seqs, r)).boxed()
+    fn set_routed_watermark(&self, seq: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(move |r| WriteCmd::SetWatermark(seq, r)).boxed()
+    }
+
+    fn seqs_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(i64, i64)>, StoreError>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, received_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map([after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .boxed()
+    }
+
+    fn events_by_seq(
+        &self,
+        seqs: Vec<i64>,
+    ) -> BoxFuture<'_, Result<Vec<CommittedEvent>, StoreError>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, id, received_at, normalized, codec FROM events WHERE seq = ?1",
+            )?;
+            let mut out = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                let row = stmt
+                    .query_row([seq], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    })
+                    .optional()?;
+                if let Some((seq, id, at, norm, codec)) = row {
+                    let json = decode(codec, norm, &id)?;
+                    out.push(row_to_committed(seq, id, at, &json)?);
+                }
+            }
+            Ok(out)
+        })
+        .boxed()
     }
 
     fn record_rejections(&self, rows: Vec<Rejection>) -> BoxFuture<'_, Result<(), StoreError>> {
