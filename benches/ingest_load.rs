@@ -965,7 +965,7 @@ fn print_preamble(settings: &Settings) {
     );
     println!(
         "- relayarr: POST /api/v1/webhooks/sonarr with Basic auth; 202 only after the SQLite \
-         commit (WAL, synchronous=FULL) in {} ({})",
+         commit and the WAL fsync, in {} ({})",
         settings.data_parent.display(),
         fs_type(&settings.data_parent)
     );

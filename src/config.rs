@@ -532,6 +532,22 @@ auth = { token = "t" }
     }
 
     #[test]
+    fn config_example_documents_every_key() {
+        let defaults = toml::Value::try_from(Config::default()).expect("serialise defaults");
+        for section in ["server", "store", "supervision"] {
+            let keys = defaults[section].as_table().expect("table").keys();
+            for key in keys {
+                let written = format!("\n{key} = ");
+                let commented = format!("\n# {key} = ");
+                assert!(
+                    EXAMPLE_CONFIG.contains(&written) || EXAMPLE_CONFIG.contains(&commented),
+                    "config/relayarr.example.toml does not document [{section}] {key}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn config_example_tautulli_block_parses_when_uncommented() {
         let start = EXAMPLE_CONFIG
             .find("# [[source]]\n# name = \"tautulli\"")

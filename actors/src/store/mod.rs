@@ -124,8 +124,6 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store is closed")]
     Closed,
-    #[error("compression failed: {0}")]
-    Codec(String),
     #[error("stored event {id} is corrupt: {reason}")]
     Corrupt { id: String, reason: String },
     #[error("cannot open store at {path}: {reason}")]
