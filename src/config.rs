@@ -12,6 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use relayarr_actors::history::HistoryConfig;
+use relayarr_actors::hooks::config::{HookConfig, OutboundConfig};
+use relayarr_actors::hooks::delivery::CompiledHook;
 use relayarr_actors::model::SourceKind;
 use relayarr_actors::sources::auth::{AuthConfig, Secret};
 use relayarr_actors::sources::config::SourceConfig;
@@ -42,6 +45,15 @@ pub struct Config {
     /// Inbound sources, one per sender instance.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+    /// Outbound hooks.
+    #[serde(default, rename = "hook")]
+    pub hooks: Vec<HookConfig>,
+    /// Where hooks may send.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+    /// Delivery history retention.
+    #[serde(default)]
+    pub history: HistoryConfig,
     /// Drop-in URLs of the tools relayarr replaces, mapped to a configured source name.
     /// Keys are the alias paths (see [`ALIASES`]); unmapped aliases go to the first source
     /// of the matching kind.
@@ -353,6 +365,36 @@ impl Config {
                 _ => {}
             }
         }
+        let mut hook_names = HashSet::new();
+        for (i, h) in self.hooks.iter().enumerate() {
+            let key = format!("hook[{i}] (name = {:?})", h.name);
+            if h.name.is_empty()
+                || !h
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.name"),
+                    "must be non-empty and use only letters, digits, `-` and `_`",
+                    "rename it, e.g. `discord-tv`",
+                ));
+            }
+            if !hook_names.insert(h.name.to_ascii_lowercase()) {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.name"),
+                    "is used by another hook",
+                    "give every [[hook]] a unique name",
+                ));
+            }
+            if let Err(e) = CompiledHook::compile(h.clone(), &self.outbound) {
+                errs.push(ConfigError::invalid(
+                    key.clone(),
+                    e.to_string(),
+                    "see the [[hook]] section of config/relayarr.example.toml",
+                ));
+            }
+        }
         for (path, target) in &self.aliases {
             if !ALIASES.iter().any(|a| a.path == path) && !path.starts_with("/triggers/") {
                 errs.push(ConfigError::invalid(
@@ -381,6 +423,14 @@ impl Config {
         } else {
             Err(errs)
         }
+    }
+
+    /// The hooks, compiled (validation already passed, so errors here are not expected).
+    pub fn compiled_hooks(&self) -> Result<Vec<CompiledHook>, String> {
+        self.hooks
+            .iter()
+            .map(|h| CompiledHook::compile(h.clone(), &self.outbound).map_err(|e| e.to_string()))
+            .collect()
     }
 
     /// The SQLite database file.

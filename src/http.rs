@@ -9,12 +9,15 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
+use relayarr_actors::hooks::actor::{HookMsg, HookStats};
+use relayarr_actors::hooks::delivery::CompiledHook;
+use relayarr_actors::hooks::retry::Rate;
 use relayarr_actors::sources::actor::{InboundRequest, IngestError, IngestOutcome, SourceMsg};
 use relayarr_actors::sources::auth::{ct_eq, Secret};
 use relayarr_actors::store::{now_ms, Store};
@@ -43,10 +46,16 @@ struct Inner {
     ingest_timeout: Duration,
     admin_token: Option<Secret>,
     store: Arc<dyn Store>,
+    hooks: Vec<String>,
 }
 
 impl AppState {
-    pub fn new(cfg: &Config, names: Names, store: Arc<dyn Store>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        names: Names,
+        store: Arc<dyn Store>,
+        hooks: Vec<Arc<CompiledHook>>,
+    ) -> Self {
         let sources = cfg
             .sources
             .iter()
@@ -67,6 +76,7 @@ impl AppState {
                 ingest_timeout: cfg.server.ingest_timeout,
                 admin_token: cfg.server.admin_token.clone(),
                 store,
+                hooks: hooks.iter().map(|h| h.cfg.name.clone()).collect(),
             }),
         }
     }
@@ -120,6 +130,11 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         )
         .route("/api/v1/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/api/v1/admin/events/{id}", get(admin_event))
+        .route("/api/v1/admin/events/{id}/attempts", get(admin_event_attempts))
+        .route("/api/v1/admin/events/{id}/replay", post(admin_replay_event))
+        .route("/api/v1/admin/hooks", get(admin_hooks))
+        .route("/api/v1/admin/hooks/{name}", get(admin_hook).patch(admin_patch_hook))
+        .route("/api/v1/admin/hooks/{name}/replay", post(admin_replay_hook))
         .route("/api/v1/admin/rejections", get(admin_rejections))
         .route("/api/v1/actors", get(admin_actors));
     for alias in ALIASES {
@@ -350,6 +365,218 @@ async fn admin_actors(
             "the actor tree is not running".into(),
         )),
     }
+}
+
+const ADMIN_CALL: Duration = Duration::from_secs(5);
+
+fn hook_actor(st: &AppState, name: &str) -> Result<ActorRef<HookMsg>, ApiError> {
+    if !st.inner.hooks.iter().any(|h| h == name) {
+        return Err(ApiError::NotFound(format!("no hook named `{name}`")));
+    }
+    ActorRef::<HookMsg>::where_is(st.inner.names.hook(name))
+        .ok_or_else(|| ApiError::Unavailable(format!("hook `{name}` is restarting; retry shortly")))
+}
+
+async fn call_hook<F>(st: &AppState, name: &str, msg: F) -> Result<HookStats, ApiError>
+where
+    F: FnOnce(ractor::RpcReplyPort<HookStats>) -> HookMsg,
+{
+    let actor = hook_actor(st, name)?;
+    match actor.call(msg, Some(ADMIN_CALL)).await {
+        Ok(CallResult::Success(stats)) => Ok(stats),
+        _ => Err(ApiError::Unavailable(format!(
+            "hook `{name}` did not answer; retry shortly"
+        ))),
+    }
+}
+
+async fn hook_view(st: &AppState, name: &str) -> Result<serde_json::Value, ApiError> {
+    let stats = call_hook(st, name, HookMsg::Stats).await?;
+    let counts = st
+        .inner
+        .store
+        .delivery_counts(name)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json!({ "stats": stats, "deliveries": counts }))
+}
+
+async fn admin_hooks(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let mut out = Vec::new();
+    for name in st.inner.hooks.clone() {
+        out.push(hook_view(&st, &name).await?);
+    }
+    Ok(Json(json!({ "hooks": out })).into_response())
+}
+
+async fn admin_hook(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    Ok(Json(hook_view(&st, &name).await?).into_response())
+}
+
+/// `PATCH /api/v1/admin/hooks/{name}` with any of `max_in_flight`, `rate` (`"5/s"`, or
+/// `null` to remove the limit), `burst`, `enabled`. Takes effect for the next request, and
+/// is persisted.
+async fn admin_patch_hook(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let bad = |m: String| ApiError::BadInput(relayarr_actors::sources::ParseError::Malformed(m));
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("body must be JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("body must be a JSON object".into()))?;
+    for key in obj.keys() {
+        if !["max_in_flight", "rate", "burst", "enabled"].contains(&key.as_str()) {
+            return Err(bad(format!(
+                "unknown field `{key}`; use max_in_flight, rate, burst, enabled"
+            )));
+        }
+    }
+    let nonzero = |key: &str| -> Result<Option<std::num::NonZeroU32>, ApiError> {
+        match obj.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .and_then(std::num::NonZeroU32::new)
+                .map(Some)
+                .ok_or_else(|| bad(format!("`{key}` must be a positive integer"))),
+        }
+    };
+    let max_in_flight = nonzero("max_in_flight")?;
+    let burst = nonzero("burst")?;
+    let rate = match obj.get("rate") {
+        None => None,
+        Some(serde_json::Value::Null) => Some(None),
+        Some(serde_json::Value::String(r)) => Some(Some(
+            r.parse::<Rate>().map_err(|e| bad(format!("`rate`: {e}")))?,
+        )),
+        Some(_) => {
+            return Err(bad(
+                "`rate` must be a string such as \"5/s\", or null".into()
+            ))
+        }
+    };
+    let enabled = match obj.get("enabled") {
+        None => None,
+        Some(v) => Some(
+            v.as_bool()
+                .ok_or_else(|| bad("`enabled` must be true or false".into()))?,
+        ),
+    };
+    let mut stats = None;
+    if max_in_flight.is_some() || rate.is_some() || burst.is_some() {
+        stats = Some(
+            call_hook(&st, &name, |reply| HookMsg::SetLimits {
+                max_in_flight,
+                rate,
+                burst,
+                reply,
+            })
+            .await?,
+        );
+    }
+    if let Some(enabled) = enabled {
+        stats = Some(call_hook(&st, &name, |reply| HookMsg::SetEnabled(enabled, reply)).await?);
+    }
+    let stats = match stats {
+        Some(s) => s,
+        None => call_hook(&st, &name, HookMsg::Stats).await?,
+    };
+    Ok(Json(json!({ "stats": stats })).into_response())
+}
+
+async fn admin_event_attempts(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let attempts = st
+        .inner
+        .store
+        .attempts_for_event(&id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({ "event_id": id, "attempts": attempts })).into_response())
+}
+
+async fn admin_replay_event(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let hooks = st
+        .inner
+        .store
+        .replay_event(&id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if hooks.is_empty() && st.inner.store.get_event(&id).await.ok().flatten().is_none() {
+        return Err(ApiError::NotFound(format!("no event with id `{id}`")));
+    }
+    for h in &hooks {
+        if let Some(actor) = ActorRef::<HookMsg>::where_is(st.inner.names.hook(h)) {
+            let _ = actor.cast(HookMsg::Wake);
+        }
+    }
+    tracing::info!(event_id = %id, hooks = ?hooks, "event replayed");
+    Ok(Json(json!({ "event_id": id, "requeued": hooks })).into_response())
+}
+
+/// `POST /api/v1/admin/hooks/{name}/replay?since=<RFC 3339 time | duration ago, e.g. 2h>`.
+async fn admin_replay_hook(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let actor = hook_actor(&st, &name)?;
+    let query = parse_query(uri.query());
+    let since = query
+        .iter()
+        .find(|(k, _)| k == "since")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| {
+            ApiError::BadInput(relayarr_actors::sources::ParseError::MissingField(
+                "since (RFC 3339 time or a duration such as 2h)".into(),
+            ))
+        })?;
+    let since_ms = parse_since(&since).ok_or_else(|| {
+        ApiError::BadInput(relayarr_actors::sources::ParseError::Malformed(format!(
+            "`since={since}` is neither an RFC 3339 time nor a duration such as 2h"
+        )))
+    })?;
+    let n = st
+        .inner
+        .store
+        .replay_hook_since(&name, since_ms)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let _ = actor.cast(HookMsg::Wake);
+    tracing::info!(hook = %name, since = %since, requeued = n, "hook deliveries replayed");
+    Ok(Json(json!({ "hook": name, "requeued": n })).into_response())
+}
+
+/// An RFC 3339 time, or a duration before now (`90s`, `2h`, `7d`), as unix milliseconds.
+pub fn parse_since(s: &str) -> Option<i64> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok();
+    }
+    let d = humantime::parse_duration(s).ok()?;
+    Some(now_ms() - i64::try_from(d.as_millis()).ok()?)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod relay;
+pub mod test_hook;
 
 pub use config::Config;
 pub use relay::{Relay, RelayBuilder, RelayError};

@@ -37,6 +37,13 @@ enum Cmd {
     },
     /// Validate a config file (with RELAYARR_* overrides) and print every problem.
     CheckConfig { file: PathBuf },
+    /// Send a sample event to one hook and print the status, latency and response.
+    TestHook {
+        /// The hook's `name`.
+        name: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn init_tracing() {
@@ -105,6 +112,26 @@ async fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Cmd::TestHook { name, config } => {
+            let cfg = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match relayarr::test_hook::test_hook(&cfg, &name).await {
+                Ok(report) => {
+                    print!("{}", report.render());
+                    if report.ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("relayarr: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
         Cmd::Run { config } => {
             init_tracing();
             let cfg = match load(config.as_deref()) {

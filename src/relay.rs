@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ractor::ActorRef;
+use relayarr_actors::hooks::delivery::CompiledHook;
 use relayarr_actors::store::{SqliteStore, Store, StoreError};
 use relayarr_actors::supervisor::{render_tree, snapshot, SupervisorMsg};
 use relayarr_actors::system::{start_system, Names, SystemConfig};
@@ -72,10 +73,19 @@ impl RelayBuilder {
             Some(s) => s,
             None => SqliteStore::open(cfg.db_path(), cfg.store.clone())?,
         };
+        let hooks: Vec<Arc<CompiledHook>> = cfg
+            .compiled_hooks()
+            .map_err(RelayError::Spawn)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let system = SystemConfig {
             names: names.clone(),
             store: Arc::clone(&store),
             sources: cfg.sources.iter().cloned().map(Arc::new).collect(),
+            hooks: hooks.clone(),
+            outbound: cfg.outbound.clone(),
+            history: cfg.history.clone(),
             backoff: cfg.supervision.backoff(),
             stop_timeout: cfg.server.shutdown_grace,
             sweep_every: cfg.supervision.sweep_every,
@@ -88,9 +98,17 @@ impl RelayBuilder {
         let tree = render_tree(&snapshot(&root.get_cell()));
         tracing::info!("supervision tree:\n{tree}");
 
-        let app = router(AppState::new(&cfg, names.clone(), Arc::clone(&store)), &cfg);
+        let app = router(
+            AppState::new(&cfg, names.clone(), Arc::clone(&store), hooks),
+            &cfg,
+        );
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, sources = cfg.sources.len(), "relayarr listening");
+        tracing::info!(
+            %addr,
+            sources = cfg.sources.len(),
+            hooks = cfg.hooks.len(),
+            "relayarr listening"
+        );
 
         let (tree_dead_tx, tree_dead_rx) = tokio::sync::oneshot::channel::<()>();
         let watcher = tokio::spawn(async move {

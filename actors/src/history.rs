@@ -1,34 +1,66 @@
 //! The history recorder: batches writes of what happened to requests and deliveries, and
-//! owns retention. Today it records rejected requests (bounded in the store); delivery
-//! attempts join it with the outbound hooks.
+//! owns retention. It records rejected requests (bounded in the store) and every delivery
+//! attempt (hook, event, attempt number, time, status or error, latency, and 1 KiB excerpts
+//! of request and response bodies, secrets redacted by the hook before they get here).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
 
-use crate::store::{Rejection, Store};
+use crate::store::{now_ms, Attempt, Rejection, Store};
+
+/// `[history]`: how long attempts are kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Attempts (and finished deliveries) older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// At most this many attempts are kept; the oldest go first.
+    pub max_attempts: u64,
+    /// How often retention runs.
+    #[serde(with = "humantime_serde")]
+    pub prune_every: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            retention: Duration::from_secs(30 * 24 * 3600),
+            max_attempts: 1_000_000,
+            prune_every: Duration::from_secs(600),
+        }
+    }
+}
 
 pub enum HistoryMsg {
     Rejected(Rejection),
+    Attempt(Attempt),
     /// Timer: write what is buffered.
     Flush,
+    /// Timer: apply retention.
+    Prune,
 }
 
 #[derive(Clone)]
 pub struct HistoryArgs {
     pub store: Arc<dyn Store>,
+    pub cfg: HistoryConfig,
 }
 
 pub struct HistoryState {
     store: Arc<dyn Store>,
-    buffer: Vec<Rejection>,
+    cfg: HistoryConfig,
+    rejections: Vec<Rejection>,
+    attempts: Vec<Attempt>,
     dropped: u64,
 }
 
-const FLUSH_EVERY: Duration = Duration::from_millis(500);
-/// A flood of bad requests must not grow memory: beyond this, rejections are counted only.
-const BUFFER_MAX: usize = 10_000;
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// A flood must not grow memory: beyond this many buffered rows, new ones are counted only.
+const BUFFER_MAX: usize = 20_000;
 
 #[derive(Clone, Debug, Default)]
 pub struct HistoryActor;
@@ -38,17 +70,26 @@ impl HistoryActor {
         if st.dropped > 0 {
             tracing::warn!(
                 dropped = st.dropped,
-                "history buffer was full; rejections not recorded"
+                "history buffer was full; rows not recorded"
             );
             st.dropped = 0;
         }
-        if st.buffer.is_empty() {
-            return;
+        if !st.rejections.is_empty() {
+            let rows = std::mem::take(&mut st.rejections);
+            if let Err(error) = st.store.record_rejections(rows).await {
+                tracing::error!(%error, "could not record rejections");
+            }
         }
-        let rows = std::mem::take(&mut st.buffer);
-        if let Err(error) = st.store.record_rejections(rows).await {
-            tracing::error!(%error, "could not record rejections");
+        if !st.attempts.is_empty() {
+            let rows = std::mem::take(&mut st.attempts);
+            if let Err(error) = st.store.record_attempts(rows).await {
+                tracing::error!(%error, "could not record delivery attempts");
+            }
         }
+    }
+
+    fn buffered(st: &HistoryState) -> usize {
+        st.rejections.len() + st.attempts.len()
     }
 }
 
@@ -63,9 +104,12 @@ impl Actor for HistoryActor {
         args: HistoryArgs,
     ) -> Result<HistoryState, ActorProcessingErr> {
         me.send_interval(FLUSH_EVERY, || HistoryMsg::Flush);
+        me.send_interval(args.cfg.prune_every, || HistoryMsg::Prune);
         Ok(HistoryState {
             store: args.store,
-            buffer: Vec::new(),
+            cfg: args.cfg,
+            rejections: Vec::new(),
+            attempts: Vec::new(),
             dropped: 0,
         })
     }
@@ -77,14 +121,19 @@ impl Actor for HistoryActor {
         st: &mut HistoryState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            HistoryMsg::Rejected(r) => {
-                if st.buffer.len() < BUFFER_MAX {
-                    st.buffer.push(r);
-                } else {
-                    st.dropped += 1;
+            HistoryMsg::Rejected(r) if Self::buffered(st) < BUFFER_MAX => st.rejections.push(r),
+            HistoryMsg::Attempt(a) if Self::buffered(st) < BUFFER_MAX => st.attempts.push(a),
+            HistoryMsg::Rejected(_) | HistoryMsg::Attempt(_) => st.dropped += 1,
+            HistoryMsg::Flush => Self::flush(st).await,
+            HistoryMsg::Prune => {
+                let cutoff =
+                    now_ms() - i64::try_from(st.cfg.retention.as_millis()).unwrap_or(i64::MAX / 2);
+                match st.store.prune_attempts(cutoff, st.cfg.max_attempts).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "history retention applied"),
+                    Err(error) => tracing::error!(%error, "history retention failed"),
                 }
             }
-            HistoryMsg::Flush => Self::flush(st).await,
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 pub mod debouncer;
 pub mod history;
+pub mod hooks;
 pub mod model;
 pub mod router;
 pub mod sources;

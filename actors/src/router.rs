@@ -1,5 +1,6 @@
-//! The router receives each committed event and decides where it goes. Hooks and the Plex
-//! sync attach here in later issues; for now it logs each event (id, source, kind).
+//! The router receives each committed event and decides where it goes: one delivery row per
+//! matching hook, committed (in batches) before the event counts as routed, then handed to
+//! each hook's actor. The Plex sync attaches here in a later issue.
 //!
 //! Progress is one persisted watermark: every stored event with `seq <= watermark` has been
 //! routed. The router keeps the set of routed events above it, and on each flush walks the
@@ -15,10 +16,16 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::store::{now_ms, CommittedEvent, Store};
+use crate::hooks::actor::{HookMsg, Queued};
+use crate::hooks::delivery::CompiledHook;
+use crate::hooks::signing::webhook_id;
+use crate::store::{now_ms, CommittedEvent, NewDelivery, Store};
+use crate::system::Names;
 
 pub enum RouterMsg {
     Route(CommittedEvent),
+    /// Self-cast: create the deliveries of everything routed since the last flush.
+    FlushRoutes,
     /// Timer: advance and persist the watermark.
     Flush,
     /// Timer: also route events the normal path missed.
@@ -28,6 +35,8 @@ pub enum RouterMsg {
 #[derive(Clone)]
 pub struct RouterArgs {
     pub store: Arc<dyn Store>,
+    pub names: Names,
+    pub hooks: Arc<Vec<Arc<CompiledHook>>>,
     /// How often unrouted events are swept, and how old they must be.
     pub sweep_every: Duration,
     pub sweep_age: Duration,
@@ -40,6 +49,9 @@ pub struct RouterState {
     /// Routed events above `upto`.
     routed: BTreeSet<i64>,
     routed_total: u64,
+    /// Events received but whose deliveries are not yet created.
+    pending: Vec<CommittedEvent>,
+    flush_scheduled: bool,
 }
 
 /// How often the watermark is advanced.
@@ -51,18 +63,69 @@ const PAGE: usize = 2000;
 pub struct RouterActor;
 
 impl RouterActor {
-    fn route(st: &mut RouterState, ev: &CommittedEvent) {
-        if ev.seq <= st.upto || !st.routed.insert(ev.seq) {
-            return; // already routed (by a sweep, or before a restart)
+    /// Creates the deliveries of a batch of events in one commit, hands them to the hook
+    /// actors, and only then counts the events as routed.
+    async fn route_batch(
+        st: &mut RouterState,
+        events: Vec<CommittedEvent>,
+    ) -> Result<(), ActorProcessingErr> {
+        let events: Vec<CommittedEvent> = events
+            .into_iter()
+            .filter(|ev| ev.seq > st.upto && !st.routed.contains(&ev.seq))
+            .collect();
+        if events.is_empty() {
+            return Ok(());
         }
-        tracing::info!(
-            event_id = %ev.id,
-            source = %ev.event.instance,
-            kind = %ev.event.kind,
-            event_type = %ev.event.event_type,
-            "event routed"
-        );
-        st.routed_total += 1;
+        let mut rows = Vec::new();
+        for ev in &events {
+            let mut hooks = Vec::new();
+            for h in st.args.hooks.iter() {
+                if h.filter.matches(&ev.event) {
+                    rows.push(NewDelivery {
+                        event_seq: ev.seq,
+                        hook: h.cfg.name.clone(),
+                        webhook_id: webhook_id(&ev.id, &h.cfg.name),
+                    });
+                    hooks.push(h.cfg.name.as_str());
+                }
+            }
+            tracing::info!(
+                event_id = %ev.id,
+                source = %ev.event.instance,
+                kind = %ev.event.kind,
+                event_type = %ev.event.event_type,
+                hooks = ?hooks,
+                "event routed"
+            );
+        }
+        let created = if rows.is_empty() {
+            Vec::new()
+        } else {
+            st.args.store.create_deliveries(rows).await?
+        };
+        let mut by_hook: std::collections::HashMap<String, Vec<Queued>> =
+            std::collections::HashMap::new();
+        for d in created {
+            let event = events
+                .iter()
+                .find(|e| e.seq == d.event_seq)
+                .map(|e| Arc::clone(&e.event));
+            by_hook
+                .entry(d.hook.clone())
+                .or_default()
+                .push(Queued { delivery: d, event });
+        }
+        for (hook, rows) in by_hook {
+            // A hook actor that is restarting loads these rows from the store itself.
+            if let Some(actor) = ActorRef::<HookMsg>::where_is(st.args.names.hook(&hook)) {
+                let _ = actor.cast(HookMsg::Deliver(rows));
+            }
+        }
+        for ev in &events {
+            st.routed.insert(ev.seq);
+            st.routed_total += 1;
+        }
+        Ok(())
     }
 
     /// Walks stored events above the watermark: routed ones advance it; unrouted ones older
@@ -95,11 +158,13 @@ impl RouterActor {
             }
             if !missed.is_empty() {
                 let events = st.args.store.events_by_seq(missed).await?;
-                for ev in &events {
-                    Self::route(st, ev);
-                    st.routed.remove(&ev.seq);
+                let n = events.len() as u64;
+                let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+                Self::route_batch(st, events).await?;
+                for seq in seqs {
+                    st.routed.remove(&seq);
                 }
-                recovered += events.len() as u64;
+                recovered += n;
                 tracing::info!(
                     recovered,
                     upto,
@@ -147,6 +212,8 @@ impl Actor for RouterActor {
             upto,
             routed: BTreeSet::new(),
             routed_total: 0,
+            pending: Vec::new(),
+            flush_scheduled: false,
         })
     }
 
@@ -164,12 +231,28 @@ impl Actor for RouterActor {
 
     async fn handle(
         &self,
-        _me: ActorRef<RouterMsg>,
+        me: ActorRef<RouterMsg>,
         msg: RouterMsg,
         st: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RouterMsg::Route(ev) => Self::route(st, &ev),
+            RouterMsg::Route(ev) => {
+                st.pending.push(ev);
+                // Everything already in the mailbox is routed with this one: the flush message
+                // queues behind it.
+                if !st.flush_scheduled {
+                    st.flush_scheduled = true;
+                    let _ = me.cast(RouterMsg::FlushRoutes);
+                }
+            }
+            RouterMsg::FlushRoutes => {
+                st.flush_scheduled = false;
+                let batch = std::mem::take(&mut st.pending);
+                if let Err(error) = Self::route_batch(st, batch).await {
+                    // Not routed, so the watermark stops before them; the sweep retries.
+                    tracing::error!(%error, "could not create deliveries; the sweep will retry");
+                }
+            }
             RouterMsg::Flush if st.routed.is_empty() => {}
             RouterMsg::Flush => Self::advance_logged(st, None).await,
             RouterMsg::Sweep => {

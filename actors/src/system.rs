@@ -4,7 +4,8 @@
 //! relayarr            root supervisor
 //! ├── history         recorder (started first, stopped last)
 //! ├── plex            Plex/title-card sync supervisor (one child per Plex server, later)
-//! ├── hooks           outbound hook supervisor (one child per hook, later)
+//! ├── hooks           outbound hook supervisor
+//! │   └── hook:NAME   one per configured hook
 //! ├── router
 //! ├── debouncer
 //! ├── sources         supervisor
@@ -22,7 +23,10 @@ use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 
 use crate::debouncer::DebouncerActor;
-use crate::history::{HistoryActor, HistoryArgs};
+use crate::history::{HistoryActor, HistoryArgs, HistoryConfig};
+use crate::hooks::actor::{HookActor, HookArgs};
+use crate::hooks::config::OutboundConfig;
+use crate::hooks::delivery::CompiledHook;
 use crate::router::{RouterActor, RouterArgs};
 use crate::sources::actor::{SourceActor, SourceArgs};
 use crate::sources::config::SourceConfig;
@@ -65,6 +69,9 @@ impl Names {
     }
     pub fn hooks(&self) -> String {
         self.n("hooks")
+    }
+    pub fn hook(&self, name: &str) -> String {
+        self.n(&format!("hook:{name}"))
     }
     pub fn plex(&self) -> String {
         self.n("plex")
@@ -110,6 +117,9 @@ pub struct SystemConfig {
     pub names: Names,
     pub store: Arc<dyn Store>,
     pub sources: Vec<Arc<SourceConfig>>,
+    pub hooks: Vec<Arc<CompiledHook>>,
+    pub outbound: OutboundConfig,
+    pub history: HistoryConfig,
     pub backoff: Backoff,
     pub stop_timeout: Duration,
     pub sweep_every: Duration,
@@ -152,21 +162,40 @@ pub async fn start_system(
             }) as Arc<dyn ChildSpec>
         })
         .collect();
+    let hooks: Vec<Arc<dyn ChildSpec>> = cfg
+        .hooks
+        .iter()
+        .map(|h| {
+            Arc::new(ActorSpec {
+                name: names.hook(&h.cfg.name),
+                actor: HookActor,
+                args: HookArgs {
+                    hook: Arc::clone(h),
+                    store: Arc::clone(&cfg.store),
+                    names: names.clone(),
+                    outbound: cfg.outbound.clone(),
+                },
+            }) as Arc<dyn ChildSpec>
+        })
+        .collect();
     let children: Vec<Arc<dyn ChildSpec>> = vec![
         Arc::new(ActorSpec {
             name: names.history(),
             actor: HistoryActor,
             args: HistoryArgs {
                 store: Arc::clone(&cfg.store),
+                cfg: cfg.history.clone(),
             },
         }),
         supervisor(names.plex(), &cfg, Vec::new()),
-        supervisor(names.hooks(), &cfg, Vec::new()),
+        supervisor(names.hooks(), &cfg, hooks),
         Arc::new(ActorSpec {
             name: names.router(),
             actor: RouterActor,
             args: RouterArgs {
                 store: Arc::clone(&cfg.store),
+                names: names.clone(),
+                hooks: Arc::new(cfg.hooks.clone()),
                 sweep_every: cfg.sweep_every,
                 sweep_age: cfg.sweep_age,
             },

@@ -118,6 +118,103 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// A delivery to create: one per (event, matching hook).
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    pub event_seq: i64,
+    pub hook: String,
+    /// Stable per (event, hook): the same on every retry and after restarts.
+    pub webhook_id: String,
+}
+
+/// A pending delivery, as a hook actor holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_seq: i64,
+    pub event_id: String,
+    pub event_received_at_ms: i64,
+    pub hook: String,
+    pub webhook_id: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
+/// The outcome of an attempt, as written to the delivery row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryUpdate {
+    Succeeded {
+        id: i64,
+        attempts: u32,
+        status: u16,
+    },
+    /// Still pending; tried again at `next_attempt_at_ms`.
+    Retry {
+        id: i64,
+        attempts: u32,
+        next_attempt_at_ms: i64,
+        status: Option<u16>,
+        error: Option<String>,
+    },
+    /// Given up: a 4xx, 410, or retries exhausted.
+    Failed {
+        id: i64,
+        attempts: u32,
+        status: Option<u16>,
+        error: Option<String>,
+    },
+}
+
+impl DeliveryUpdate {
+    pub fn id(&self) -> i64 {
+        match self {
+            DeliveryUpdate::Succeeded { id, .. }
+            | DeliveryUpdate::Retry { id, .. }
+            | DeliveryUpdate::Failed { id, .. } => *id,
+        }
+    }
+}
+
+/// One delivery attempt, for the history.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Attempt {
+    pub delivery_id: i64,
+    pub hook: String,
+    pub event_id: String,
+    pub webhook_id: String,
+    /// 1-based.
+    pub attempt: u32,
+    pub started_at_ms: i64,
+    pub latency_ms: u64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// First 1 KiB of the request body, secrets redacted.
+    pub request_excerpt: String,
+    /// First 1 KiB of the response body.
+    pub response_excerpt: String,
+}
+
+/// Runtime state of a hook that survives restarts (limits tuned through the admin API,
+/// disabled flag).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookOverrides {
+    pub hook: String,
+    pub enabled: Option<bool>,
+    pub disabled_reason: Option<String>,
+    pub max_in_flight: Option<u32>,
+    /// `Some("")` means "no rate limit" was set explicitly.
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
+}
+
+/// Delivery counts of one hook.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub pending: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("sqlite: {0}")]
@@ -161,6 +258,63 @@ pub trait Store: Send + Sync + 'static {
     fn recent_rejections(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Rejection>, StoreError>>;
     /// Number of stored events (all statuses).
     fn count_events(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// The stored raw body of an event (decompressed), for `raw`-format hooks.
+    fn raw_body(&self, seq: i64) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// Creates deliveries, ignoring (event, hook) pairs that already exist. Returns the ones
+    /// created.
+    fn create_deliveries(
+        &self,
+        rows: Vec<NewDelivery>,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
+    /// Pending deliveries of `hook` due at `now_ms`, oldest first.
+    fn due_deliveries<'a>(
+        &'a self,
+        hook: &'a str,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, StoreError>>;
+    /// Applies attempt outcomes to delivery rows.
+    fn update_deliveries(
+        &self,
+        updates: Vec<DeliveryUpdate>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Appends attempts to the history.
+    fn record_attempts(&self, attempts: Vec<Attempt>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Deletes attempts older than `older_than_ms`, and the oldest beyond `keep_max`.
+    fn prune_attempts(
+        &self,
+        older_than_ms: i64,
+        keep_max: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Attempts of one event, oldest first.
+    fn attempts_for_event<'a>(
+        &'a self,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>, StoreError>>;
+    /// Re-queues every delivery of an event (pending, due now). Returns the hooks concerned.
+    fn replay_event<'a>(
+        &'a self,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    /// Re-queues a hook's deliveries created since `since_ms`. Returns how many.
+    fn replay_hook_since<'a>(
+        &'a self,
+        hook: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// Delivery counts of one hook.
+    fn delivery_counts<'a>(
+        &'a self,
+        hook: &'a str,
+    ) -> BoxFuture<'a, Result<DeliveryCounts, StoreError>>;
+    /// Saved runtime state of a hook.
+    fn hook_overrides<'a>(
+        &'a self,
+        hook: &'a str,
+    ) -> BoxFuture<'a, Result<Option<HookOverrides>, StoreError>>;
+    /// Saves the runtime state of a hook.
+    fn save_hook_overrides(&self, state: HookOverrides) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Flushes pending writes and stops accepting new ones. Idempotent.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

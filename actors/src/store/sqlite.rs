@@ -20,8 +20,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    rfc3339_ms, Appended, CommittedEvent, NewEvent, Rejection, Store, StoreConfig, StoreError,
-    StoredEvent,
+    rfc3339_ms, Appended, Attempt, CommittedEvent, Delivery, DeliveryCounts, DeliveryUpdate,
+    HookOverrides, NewDelivery, NewEvent, Rejection, Store, StoreConfig, StoreError, StoredEvent,
 };
 use crate::model::NormalizedEvent;
 
@@ -31,7 +31,8 @@ use crate::model::NormalizedEvent;
 /// anything random: dedup lookups use an in-memory window ([`DedupCache`]) verified against
 /// the stored `dedup_key`, and routing progress is one watermark row in `meta` instead of a
 /// per-event status update. Bodies are stored LZ4-compressed (`codec` 2).
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq            INTEGER PRIMARY KEY,
     id             TEXT    NOT NULL UNIQUE,
@@ -60,7 +61,46 @@ CREATE TABLE rejections (
     status  INTEGER NOT NULL,
     reason  TEXT    NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_seq       INTEGER NOT NULL,
+    hook            TEXT    NOT NULL,
+    webhook_id      TEXT    NOT NULL,
+    state           TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    UNIQUE (event_seq, hook)
+);
+CREATE INDEX deliveries_due ON deliveries (hook, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_hook_created ON deliveries (hook, created_at);
+CREATE TABLE attempts (
+    id               INTEGER PRIMARY KEY,
+    delivery_id      INTEGER NOT NULL,
+    hook             TEXT    NOT NULL,
+    event_id         TEXT    NOT NULL,
+    webhook_id       TEXT    NOT NULL,
+    attempt          INTEGER NOT NULL,
+    started_at       INTEGER NOT NULL,
+    latency_ms       INTEGER NOT NULL,
+    status           INTEGER,
+    error            TEXT,
+    request_excerpt  TEXT    NOT NULL,
+    response_excerpt TEXT    NOT NULL
+);
+CREATE INDEX attempts_event ON attempts (event_id);
+CREATE INDEX attempts_started ON attempts (started_at);
+CREATE TABLE hook_overrides (
+    hook       TEXT PRIMARY KEY,
+    state      TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
+];
 
 /// How many commands may wait for the writer before callers are made to wait.
 const WRITE_QUEUE: usize = 8192;
@@ -122,6 +162,13 @@ fn decode(codec: i64, data: Vec<u8>, id: &str) -> Result<Vec<u8>, StoreError> {
 enum WriteCmd {
     Append(Box<Encoded>, Reply<(Appended, Option<i64>)>),
     SetWatermark(i64, Reply<()>),
+    CreateDeliveries(Vec<NewDelivery>, Reply<Vec<Delivery>>),
+    UpdateDeliveries(Vec<DeliveryUpdate>, Reply<()>),
+    Attempts(Vec<Attempt>, Reply<()>),
+    Prune(i64, u64, Reply<u64>),
+    ReplayEvent(String, Reply<Vec<String>>),
+    ReplayHook(String, i64, Reply<u64>),
+    SaveHookState(HookOverrides, Reply<()>),
     Rejections(Vec<Rejection>, Reply<()>),
     Close(Reply<()>),
 }
@@ -576,6 +623,27 @@ impl Writer {
                     WriteCmd::SetWatermark(seq, reply) => {
                         done.push(Done::Unit(reply, set_watermark(&tx, seq)));
                     }
+                    WriteCmd::CreateDeliveries(rows, reply) => {
+                        done.push(Done::Deliveries(reply, create_deliveries(&tx, &rows, now)));
+                    }
+                    WriteCmd::UpdateDeliveries(rows, reply) => {
+                        done.push(Done::Unit(reply, update_deliveries(&tx, &rows, now)));
+                    }
+                    WriteCmd::Attempts(rows, reply) => {
+                        done.push(Done::Unit(reply, insert_attempts(&tx, &rows)));
+                    }
+                    WriteCmd::Prune(older, keep, reply) => {
+                        done.push(Done::Count(reply, prune(&tx, older, keep)));
+                    }
+                    WriteCmd::ReplayEvent(id, reply) => {
+                        done.push(Done::Hooks(reply, replay_event(&tx, &id, now)));
+                    }
+                    WriteCmd::ReplayHook(hook, since, reply) => {
+                        done.push(Done::Count(reply, replay_hook(&tx, &hook, since, now)));
+                    }
+                    WriteCmd::SaveHookState(state, reply) => {
+                        done.push(Done::Unit(reply, save_hook_overrides(&tx, &state)));
+                    }
                     WriteCmd::Rejections(rows, reply) => {
                         let r = insert_rejections(&tx, &rows, self.cfg.rejections_max);
                         done.push(Done::Unit(reply, r));
@@ -700,6 +768,9 @@ enum Done {
         Result<(Appended, Option<i64>), StoreError>,
     ),
     Unit(Reply<()>, Result<(), StoreError>),
+    Deliveries(Reply<Vec<Delivery>>, Result<Vec<Delivery>, StoreError>),
+    Count(Reply<u64>, Result<u64, StoreError>),
+    Hooks(Reply<Vec<String>>, Result<Vec<String>, StoreError>),
 }
 
 impl Done {
@@ -714,6 +785,9 @@ impl Done {
         match self {
             Done::Append(reply, r) => send(reply, r, commit_err),
             Done::Unit(reply, r) => send(reply, r, commit_err),
+            Done::Deliveries(reply, r) => send(reply, r, commit_err),
+            Done::Count(reply, r) => send(reply, r, commit_err),
+            Done::Hooks(reply, r) => send(reply, r, commit_err),
         }
     }
 }
@@ -781,6 +855,166 @@ fn insert_event(
         },
         Some(seq),
     ))
+}
+
+fn create_deliveries(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[NewDelivery],
+    now: i64,
+) -> Result<Vec<Delivery>, StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO deliveries (event_seq, hook, webhook_id, state, attempts, \
+         next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4)",
+    )?;
+    let mut event = tx.prepare_cached("SELECT id, received_at FROM events WHERE seq = ?1")?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        if insert.execute(params![r.event_seq, r.hook, r.webhook_id, now])? == 0 {
+            continue; // already exists: replays and recovery sweeps are idempotent
+        }
+        let id = tx.last_insert_rowid();
+        let (event_id, at): (String, i64) =
+            event.query_row([r.event_seq], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        out.push(Delivery {
+            id,
+            event_seq: r.event_seq,
+            event_id,
+            event_received_at_ms: at,
+            hook: r.hook.clone(),
+            webhook_id: r.webhook_id.clone(),
+            attempts: 0,
+        });
+    }
+    Ok(out)
+}
+
+fn update_deliveries(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[DeliveryUpdate],
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, \
+         last_status = ?5, last_error = ?6, updated_at = ?7 WHERE id = ?1",
+    )?;
+    for u in rows {
+        let (id, state, attempts, next, status, error) = match u {
+            DeliveryUpdate::Succeeded {
+                id,
+                attempts,
+                status,
+            } => (*id, "succeeded", *attempts, now, Some(*status), None),
+            DeliveryUpdate::Retry {
+                id,
+                attempts,
+                next_attempt_at_ms,
+                status,
+                error,
+            } => (
+                *id,
+                "pending",
+                *attempts,
+                *next_attempt_at_ms,
+                *status,
+                error.as_deref(),
+            ),
+            DeliveryUpdate::Failed {
+                id,
+                attempts,
+                status,
+                error,
+            } => (*id, "failed", *attempts, now, *status, error.as_deref()),
+        };
+        stmt.execute(params![id, state, attempts, next, status, error, now])?;
+    }
+    Ok(())
+}
+
+fn insert_attempts(tx: &rusqlite::Transaction<'_>, rows: &[Attempt]) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO attempts (delivery_id, hook, event_id, webhook_id, attempt, started_at, \
+         latency_ms, status, error, request_excerpt, response_excerpt) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    for a in rows {
+        stmt.execute(params![
+            a.delivery_id,
+            a.hook,
+            a.event_id,
+            a.webhook_id,
+            a.attempt,
+            a.started_at_ms,
+            i64::try_from(a.latency_ms).unwrap_or(i64::MAX),
+            a.status,
+            a.error,
+            a.request_excerpt,
+            a.response_excerpt,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Retention: attempts older than the cutoff or beyond the newest `keep_max`, and finished
+/// deliveries older than the cutoff. Pending deliveries are never pruned.
+fn prune(
+    tx: &rusqlite::Transaction<'_>,
+    older_than: i64,
+    keep_max: u64,
+) -> Result<u64, StoreError> {
+    let mut n = tx
+        .prepare_cached("DELETE FROM attempts WHERE started_at < ?1")?
+        .execute([older_than])?;
+    let keep = i64::try_from(keep_max).unwrap_or(i64::MAX);
+    n += tx
+        .prepare_cached("DELETE FROM attempts WHERE id <= (SELECT MAX(id) FROM attempts) - ?1")?
+        .execute([keep])?;
+    n += tx
+        .prepare_cached("DELETE FROM deliveries WHERE state != 'pending' AND updated_at < ?1")?
+        .execute([older_than])?;
+    Ok(n as u64)
+}
+
+fn replay_event(
+    tx: &rusqlite::Transaction<'_>,
+    event_id: &str,
+    now: i64,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2, \
+         updated_at = ?2 WHERE event_seq = (SELECT seq FROM events WHERE id = ?1) RETURNING hook",
+    )?;
+    let hooks = stmt
+        .query_map(params![event_id, now], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(hooks)
+}
+
+fn replay_hook(
+    tx: &rusqlite::Transaction<'_>,
+    hook: &str,
+    since: i64,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?3, \
+             updated_at = ?3 WHERE hook = ?1 AND created_at >= ?2",
+        )?
+        .execute(params![hook, since, now])?;
+    Ok(n as u64)
+}
+
+fn save_hook_overrides(
+    tx: &rusqlite::Transaction<'_>,
+    state: &HookOverrides,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(state).map_err(|e| StoreError::Corrupt {
+        id: state.hook.clone(),
+        reason: e.to_string(),
+    })?;
+    tx.prepare_cached("INSERT OR REPLACE INTO hook_overrides (hook, state) VALUES (?1, ?2)")?
+        .execute(params![state.hook, json])?;
+    Ok(())
 }
 
 fn set_watermark(tx: &rusqlite::Transaction<'_>, seq: i64) -> Result<(), StoreError> {
@@ -980,6 +1214,178 @@ impl Store for SqliteStore {
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .boxed()
+    }
+
+    fn raw_body(&self, seq: i64) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        self.read(move |conn| {
+            let row: Option<(String, Vec<u8>, i64)> = conn
+                .prepare_cached("SELECT id, raw, codec FROM events WHERE seq = ?1")?
+                .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            row.map(|(id, raw, codec)| decode(codec, raw, &id))
+                .transpose()
+        })
+        .boxed()
+    }
+
+    fn create_deliveries(
+        &self,
+        rows: Vec<NewDelivery>,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        self.send(|r| WriteCmd::CreateDeliveries(rows, r)).boxed()
+    }
+
+    fn due_deliveries<'a>(
+        &'a self,
+        hook: &'a str,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, StoreError>> {
+        let hook = hook.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT d.id, d.event_seq, e.id, e.received_at, d.hook, d.webhook_id, d.attempts \
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                 WHERE d.hook = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2 \
+                 ORDER BY d.next_attempt_at, d.id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![hook, now_ms, limit], |r| {
+                Ok(Delivery {
+                    id: r.get(0)?,
+                    event_seq: r.get(1)?,
+                    event_id: r.get(2)?,
+                    event_received_at_ms: r.get(3)?,
+                    hook: r.get(4)?,
+                    webhook_id: r.get(5)?,
+                    attempts: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .boxed()
+    }
+
+    fn update_deliveries(
+        &self,
+        updates: Vec<DeliveryUpdate>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(|r| WriteCmd::UpdateDeliveries(updates, r))
+            .boxed()
+    }
+
+    fn record_attempts(&self, attempts: Vec<Attempt>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(|r| WriteCmd::Attempts(attempts, r)).boxed()
+    }
+
+    fn prune_attempts(
+        &self,
+        older_than_ms: i64,
+        keep_max: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.send(move |r| WriteCmd::Prune(older_than_ms, keep_max, r))
+            .boxed()
+    }
+
+    fn attempts_for_event<'a>(
+        &'a self,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>, StoreError>> {
+        let event_id = event_id.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT delivery_id, hook, event_id, webhook_id, attempt, started_at, latency_ms, \
+                 status, error, request_excerpt, response_excerpt FROM attempts \
+                 WHERE event_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([event_id], |r| {
+                Ok(Attempt {
+                    delivery_id: r.get(0)?,
+                    hook: r.get(1)?,
+                    event_id: r.get(2)?,
+                    webhook_id: r.get(3)?,
+                    attempt: r.get(4)?,
+                    started_at_ms: r.get(5)?,
+                    latency_ms: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+                    status: r.get(7)?,
+                    error: r.get(8)?,
+                    request_excerpt: r.get(9)?,
+                    response_excerpt: r.get(10)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .boxed()
+    }
+
+    fn replay_event<'a>(
+        &'a self,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        let id = event_id.to_owned();
+        self.send(|r| WriteCmd::ReplayEvent(id, r)).boxed()
+    }
+
+    fn replay_hook_since<'a>(
+        &'a self,
+        hook: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let hook = hook.to_owned();
+        self.send(move |r| WriteCmd::ReplayHook(hook, since_ms, r))
+            .boxed()
+    }
+
+    fn delivery_counts<'a>(
+        &'a self,
+        hook: &'a str,
+    ) -> BoxFuture<'a, Result<DeliveryCounts, StoreError>> {
+        let hook = hook.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT state, COUNT(*) FROM deliveries WHERE hook = ?1 GROUP BY state",
+            )?;
+            let mut counts = DeliveryCounts::default();
+            let rows = stmt.query_map([hook], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (state, n) = row?;
+                let n = u64::try_from(n).unwrap_or(0);
+                match state.as_str() {
+                    "pending" => counts.pending = n,
+                    "succeeded" => counts.succeeded = n,
+                    _ => counts.failed += n,
+                }
+            }
+            Ok(counts)
+        })
+        .boxed()
+    }
+
+    fn hook_overrides<'a>(
+        &'a self,
+        hook: &'a str,
+    ) -> BoxFuture<'a, Result<Option<HookOverrides>, StoreError>> {
+        let hook = hook.to_owned();
+        self.read(move |conn| {
+            let json: Option<String> = conn
+                .prepare_cached("SELECT state FROM hook_overrides WHERE hook = ?1")?
+                .query_row([&hook], |r| r.get(0))
+                .optional()?;
+            json.map(|j| {
+                serde_json::from_str(&j).map_err(|e| StoreError::Corrupt {
+                    id: hook.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
+        })
+        .boxed()
+    }
+
+    fn save_hook_overrides(&self, state: HookOverrides) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(|r| WriteCmd::SaveHookState(state, r)).boxed()
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -1,0 +1,136 @@
+//! `[[hook]]` configuration: one outbound HTTP endpoint with its own filter, body format,
+//! limits, retry policy and signing. Parsing of the small string languages (`"5/s"`,
+//! `"exponential:5"`) lives with the code that uses them (`retry.rs`), so each has one home.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::filter::EventFilter;
+use super::retry::{Rate, RetryPolicy};
+use crate::sources::auth::Secret;
+
+/// One outbound hook.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// Unique name (letters, digits, `-`, `_`); the actor is `hook:{name}`.
+    pub name: String,
+    /// Where to send. http or https.
+    pub url: String,
+    /// POST (default) or PUT.
+    #[serde(default)]
+    pub method: HookMethod,
+    /// Extra request headers (values are redacted in history excerpts and the admin API).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Per-request timeout, connect included.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Which events go to this hook. Omitted or `"*"`: all.
+    #[serde(default)]
+    pub events: EventFilter,
+    /// Body format.
+    #[serde(default)]
+    pub format: HookFormat,
+    /// For `format = "template"`: a minijinja template over the event (see README).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Content-Type of the body; defaults per format (`application/json`).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Most requests in flight at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: NonZeroU32,
+    /// Most requests started per interval, e.g. `"5/s"`, `"30/m"`, `"100/h"`. None: unlimited.
+    #[serde(default)]
+    pub rate: Option<Rate>,
+    /// Requests allowed at once above `rate` after an idle period (default 1).
+    #[serde(default)]
+    pub burst: Option<NonZeroU32>,
+    /// `"none"`, `"exponential:N"`, `"linear:N"`, or a schedule such as `["5s", "5m", "30m"]`.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// First delay of `exponential:N` (doubling), and the interval of `linear:N`.
+    #[serde(default = "default_retry_base", with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// Longest delay between attempts.
+    #[serde(default = "default_retry_cap", with = "humantime_serde")]
+    pub retry_cap: Duration,
+    /// Request signing; none by default.
+    #[serde(default)]
+    pub signing: Option<Signing>,
+    /// After this many consecutive failed attempts the hook is disabled (its deliveries stay
+    /// pending until it is enabled again). 0 never disables.
+    #[serde(default = "default_disable_after")]
+    pub disable_after: u32,
+    /// Start disabled with `enabled = false`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HookMethod {
+    #[default]
+    Post,
+    Put,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookFormat {
+    /// `{"id", "event", "timestamp", "source", "instance_id", "data"}`.
+    #[default]
+    Relayarr,
+    /// The sender's original body, unchanged.
+    Raw,
+    /// A Discord webhook message with an embed.
+    Discord,
+    /// A Slack incoming-webhook message.
+    Slack,
+    /// `template`, rendered with minijinja.
+    Template,
+}
+
+/// How requests are signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Signing {
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`
+    /// (HMAC-SHA256 of `id.timestamp.body`). The secret is `whsec_` + base64.
+    Standard { secret: Secret },
+    /// `X-Relayarr-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    Hmac { secret: Secret },
+}
+
+/// `[outbound]`: where hooks may send.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Cloud-metadata and link-local addresses are always blocked. `strict = true` also blocks
+    /// private ranges (10/8, 172.16/12, 192.168/16, fc00::/7) and loopback; the default allows
+    /// them, because a home lab's hooks usually live on the LAN.
+    pub strict: bool,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_in_flight() -> NonZeroU32 {
+    NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN)
+}
+fn default_retry_base() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_retry_cap() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_disable_after() -> u32 {
+    20
+}
+fn default_true() -> bool {
+    true
+}
