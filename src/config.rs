@@ -584,7 +584,7 @@ auth = { token = "t" }
     #[test]
     fn config_example_documents_every_key() {
         let defaults = toml::Value::try_from(Config::default()).expect("serialise defaults");
-        for section in ["server", "store", "supervision"] {
+        for section in ["server", "store", "supervision", "outbound", "history"] {
             let keys = defaults[section].as_table().expect("table").keys();
             for key in keys {
                 let written = format!("\n{key} = ");
@@ -594,6 +594,45 @@ auth = { token = "t" }
                     "config/relayarr.example.toml does not document [{section}] {key}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn config_example_hook_block_parses_when_uncommented() {
+        let start = EXAMPLE_CONFIG.find("# [[hook]]").expect("hook block");
+        let end = EXAMPLE_CONFIG[start..].find("\n\n").map(|e| start + e).expect("end");
+        let block: String = EXAMPLE_CONFIG[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg = load(&block, &[]).map_err(messages).expect("uncommented hook block is valid");
+        assert_eq!(cfg.hooks[0].name, "discord-tv");
+        assert_eq!(cfg.hooks[0].max_in_flight.get(), 2);
+    }
+
+    #[test]
+    fn config_rejects_bad_hooks_naming_the_key() {
+        let text = r#"
+[[hook]]
+name = "a"
+url = "ftp://x"
+[[hook]]
+name = "b"
+url = "http://127.0.0.1/"
+format = "template"
+[[hook]]
+name = "c"
+url = "http://169.254.169.254/latest/meta-data"
+[[hook]]
+name = "d"
+url = "http://example.com/"
+events = { paths = ["/tv/[unclosed"] }
+"#;
+        let msg = messages(load(text, &[]).expect_err("invalid hooks"));
+        for needle in ["hook[0]", "hook[1]", "template", "hook[2]", "169.254", "hook[3]", "events"] {
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
         }
     }
 
