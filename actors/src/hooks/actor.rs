@@ -43,8 +43,8 @@ pub enum HookMsg {
     Wake,
     /// Start what the limits allow.
     Pump,
-    /// Deliveries loaded from the store.
-    Loaded(Vec<Delivery>),
+    /// Deliveries loaded from the store, and how many were asked for.
+    Loaded(Vec<Delivery>, usize),
     /// One attempt finished.
     Done(Box<(Queued, AttemptResult)>),
     /// Delivery updates reached the store.
@@ -106,6 +106,8 @@ pub struct HookState {
     overflow: bool,
     loading: bool,
     pump_scheduled: bool,
+    /// The earliest pending retry timer: one timer per hook, not one per failed delivery.
+    next_wake: Option<tokio::time::Instant>,
     updates: Vec<DeliveryUpdate>,
     flushing: bool,
     succeeded: u64,
@@ -185,6 +187,20 @@ impl HookState {
         });
     }
 
+    /// Wakes the actor after `delay` (to load a retry when it is due), unless an earlier
+    /// wake-up is already scheduled. The periodic tick covers anything later.
+    fn wake_at(&mut self, me: &ActorRef<HookMsg>, delay: Duration) {
+        let at = tokio::time::Instant::now() + delay;
+        if self
+            .next_wake
+            .is_some_and(|w| w > tokio::time::Instant::now() && w <= at)
+        {
+            return;
+        }
+        self.next_wake = Some(at);
+        me.send_after(delay, || HookMsg::Wake);
+    }
+
     fn disable(&mut self, reason: String) {
         if !self.enabled {
             return;
@@ -242,11 +258,11 @@ impl HookActor {
         tokio::spawn(async move {
             match store.due_deliveries(&hook, now_ms(), limit).await {
                 Ok(rows) => {
-                    let _ = me.cast(HookMsg::Loaded(rows));
+                    let _ = me.cast(HookMsg::Loaded(rows, limit));
                 }
                 Err(error) => {
                     tracing::error!(hook = %hook, %error, "could not load pending deliveries");
-                    let _ = me.cast(HookMsg::Loaded(Vec::new()));
+                    let _ = me.cast(HookMsg::Loaded(Vec::new(), limit));
                 }
             }
         });
@@ -279,7 +295,8 @@ impl HookActor {
         st.in_flight = st.in_flight.saturating_sub(1);
         let d = &q.delivery;
         let attempt_no = d.attempts + 1;
-        let cfg = &st.args.hook.cfg;
+        let hook = Arc::clone(&st.args.hook);
+        let cfg = &hook.cfg;
         let class = classify(r.status);
         let update = match class {
             AttemptClass::Success => {
@@ -301,7 +318,7 @@ impl HookActor {
                     Some(delay) => {
                         let delay = clamp_retry_after(delay, r.retry_after);
                         st.retried += 1;
-                        me.send_after(delay, || HookMsg::Wake);
+                        st.wake_at(me, delay);
                         DeliveryUpdate::Retry {
                             id: d.id,
                             attempts: attempt_no,
@@ -468,6 +485,7 @@ impl Actor for HookActor {
             overflow: true,
             loading: false,
             pump_scheduled: false,
+            next_wake: None,
             updates: Vec::new(),
             flushing: false,
             succeeded: 0,
@@ -515,10 +533,10 @@ impl Actor for HookActor {
                     Self::load(&me, st);
                 }
             }
-            HookMsg::Loaded(rows) => {
+            HookMsg::Loaded(rows, asked) => {
                 st.loading = false;
-                let full = rows.len() >= WINDOW;
-                st.overflow = full;
+                // A full page means more may be waiting in the store.
+                st.overflow = rows.len() >= asked;
                 for d in rows {
                     st.enqueue(Queued {
                         delivery: d,
