@@ -600,14 +600,19 @@ auth = { token = "t" }
     #[test]
     fn config_example_hook_block_parses_when_uncommented() {
         let start = EXAMPLE_CONFIG.find("# [[hook]]").expect("hook block");
-        let end = EXAMPLE_CONFIG[start..].find("\n\n").map(|e| start + e).expect("end");
+        let end = EXAMPLE_CONFIG[start..]
+            .find("\n\n")
+            .map(|e| start + e)
+            .expect("end");
         let block: String = EXAMPLE_CONFIG[start..end]
             .lines()
             .map(|l| l.strip_prefix("# ").unwrap_or(l))
             .filter(|l| !l.starts_with('#'))
             .collect::<Vec<_>>()
             .join("\n");
-        let cfg = load(&block, &[]).map_err(messages).expect("uncommented hook block is valid");
+        let cfg = load(&block, &[])
+            .map_err(messages)
+            .expect("uncommented hook block is valid");
         assert_eq!(cfg.hooks[0].name, "discord-tv");
         assert_eq!(cfg.hooks[0].max_in_flight.get(), 2);
     }
@@ -631,7 +636,9 @@ url = "http://example.com/"
 events = { paths = ["/tv/[unclosed"] }
 "#;
         let msg = messages(load(text, &[]).expect_err("invalid hooks"));
-        for needle in ["hook[0]", "hook[1]", "template", "hook[2]", "169.254", "hook[3]", "events"] {
+        for needle in [
+            "hook[0]", "hook[1]", "template", "hook[2]", "169.254", "hook[3]", "events",
+        ] {
             assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
         }
     }

@@ -103,13 +103,12 @@ impl RouterActor {
         } else {
             st.args.store.create_deliveries(rows).await?
         };
+        let by_seq: std::collections::HashMap<i64, &Arc<_>> =
+            events.iter().map(|e| (e.seq, &e.event)).collect();
         let mut by_hook: std::collections::HashMap<String, Vec<Queued>> =
             std::collections::HashMap::new();
         for d in created {
-            let event = events
-                .iter()
-                .find(|e| e.seq == d.event_seq)
-                .map(|e| Arc::clone(&e.event));
+            let event = by_seq.get(&d.event_seq).map(|e| Arc::clone(e));
             by_hook
                 .entry(d.hook.clone())
                 .or_default()

@@ -94,6 +94,9 @@ pub struct HookState {
     queue: VecDeque<Queued>,
     /// Delivery ids in the window, in flight, or finished but not yet written back.
     known: HashSet<i64>,
+    /// Ids whose outcome was written while a store load was running: that load may have
+    /// read them as still pending, so they are dropped from its rows.
+    flushed_during_load: HashSet<i64>,
     in_flight: usize,
     max_in_flight: NonZeroU32,
     rate: Option<Rate>,
@@ -467,6 +470,7 @@ impl Actor for HookActor {
             client,
             queue: VecDeque::new(),
             known: HashSet::new(),
+            flushed_during_load: HashSet::new(),
             in_flight: 0,
             max_in_flight: saved
                 .max_in_flight
@@ -537,7 +541,11 @@ impl Actor for HookActor {
                 st.loading = false;
                 // A full page means more may be waiting in the store.
                 st.overflow = rows.len() >= asked;
+                let stale = std::mem::take(&mut st.flushed_during_load);
                 for d in rows {
+                    if stale.contains(&d.id) {
+                        continue;
+                    }
                     st.enqueue(Queued {
                         delivery: d,
                         event: None,
@@ -555,9 +563,13 @@ impl Actor for HookActor {
             }
             HookMsg::Flushed(ids, _ok) => {
                 st.flushing = false;
-                // Only now may a store load return these rows again (as retries).
+                // Only now may a store load return these rows again (as retries); a load
+                // already running may still have read them as pending.
                 for id in ids {
                     st.known.remove(&id);
+                    if st.loading {
+                        st.flushed_during_load.insert(id);
+                    }
                 }
                 Self::flush(&me, st);
             }

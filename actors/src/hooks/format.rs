@@ -170,7 +170,8 @@ pub fn render(
     content_type: Option<&str>,
 ) -> Result<RenderedBody, FormatError> {
     let body = match format {
-        HookFormat::Relayarr => to_json(&relayarr_body(env)?)?,
+        HookFormat::Relayarr => serde_json::to_vec(&relayarr_body(env)?)
+            .map_err(|e| FormatError::Json(e.to_string()))?,
         HookFormat::Raw => raw.ok_or(FormatError::MissingRaw)?.to_vec(),
         HookFormat::Discord => to_json(&discord_body(env)?)?,
         HookFormat::Slack => to_json(&slack_body(env)?)?,
@@ -198,16 +199,28 @@ fn rfc3339(ms: i64) -> Result<String, FormatError> {
         .ok_or(FormatError::Timestamp(ms))
 }
 
-fn relayarr_body(env: &EventEnvelope) -> Result<Value, FormatError> {
+/// The `relayarr` envelope. A struct, not `json!`, so the keys keep this order on the wire
+/// (`json!` sorts them): `id` and `event` then lead the 1 KiB history excerpt.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    event: &'static str,
+    timestamp: String,
+    source: &'static str,
+    instance_id: &'a str,
+    data: &'a NormalizedEvent,
+}
+
+fn relayarr_body<'a>(env: &EventEnvelope<'a>) -> Result<Envelope<'a>, FormatError> {
     let ev = env.event;
-    Ok(json!({
-        "id": env.id,
-        "event": ev.kind.as_str(),
-        "timestamp": rfc3339(env.received_at_ms)?,
-        "source": ev.source.as_str(),
-        "instance_id": ev.instance,
-        "data": ev,
-    }))
+    Ok(Envelope {
+        id: env.id,
+        event: ev.kind.as_str(),
+        timestamp: rfc3339(env.received_at_ms)?,
+        source: ev.source.as_str(),
+        instance_id: &ev.instance,
+        data: ev,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
