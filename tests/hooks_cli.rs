@@ -31,14 +31,21 @@ async fn hooks_cli_test_hook_sends_a_signed_sample_and_reports() {
 
     let out = test_hook(&config, "cards").await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("status:   200"), "{stdout}");
     assert!(stdout.contains("latency:"), "{stdout}");
 
     let reqs = receiver.requests();
     assert_eq!(reqs.len(), 1);
     let req = &reqs[0];
-    assert!(req.header("webhook-signature").is_some_and(|s| s.starts_with("v1,")));
+    assert!(req
+        .header("webhook-signature")
+        .is_some_and(|s| s.starts_with("v1,")));
     let body: serde_json::Value = serde_json::from_slice(&req.body).expect("json body");
     assert_eq!(body["event"], "upgrade");
     assert_eq!(body["data"]["media"]["title"], "The Expanse");
