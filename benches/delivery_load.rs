@@ -39,10 +39,14 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use relayarr::{Config, Relay};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::net::{TcpListener, TcpStream};
 
 /// The same allocator as the `relayarr` binary, so the bench measures what users run.
+mod common;
+
+use common::{exchange, proc_status_kib, reset_peak_rss, wait_ready, AUTHORIZATION};
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -57,8 +61,6 @@ const SLOW_IN_FLIGHT: u32 = 4;
 /// An ingest request still unanswered after this counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
-/// `sonarr` / `Pa55w0rd!`, the credentials of the shared Sonarr fixtures.
-const AUTHORIZATION: &str = "Basic c29uYXJyOlBhNTV3MHJkIQ==";
 /// The shared fixture's `downloadId`; each request replaces it with its own number.
 const FIXTURE_DOWNLOAD_ID: &str = "3F5A9C0E1B7D42A68E0C9B1D2F3A4E5B6C7D8E9F";
 /// `/proc/*/stat` counts CPU time in USER_HZ ticks: 100 on every mainstream Linux.
@@ -432,27 +434,6 @@ async fn pending_of(addr: SocketAddr, hook: &str) -> Option<u64> {
     v["deliveries"]["pending"].as_u64()
 }
 
-/// Polls `GET /api/v1/health` until it answers 200.
-async fn wait_ready(addr: SocketAddr) -> io::Result<()> {
-    let req = format!("GET /api/v1/health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut buf = Vec::new();
-    loop {
-        let attempt = async {
-            let mut s = TcpStream::connect(addr).await?;
-            exchange(&mut s, req.as_bytes(), &mut buf).await
-        };
-        match attempt.await {
-            Ok(a) if a.status == 200 => return Ok(()),
-            Ok(a) if Instant::now() > deadline => {
-                return Err(io::Error::other(format!("health answered {}", a.status)))
-            }
-            Err(e) if Instant::now() > deadline => return Err(e),
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Sinks: bare axum handlers on their own thread, recording (hook, event id, arrival).
 // ---------------------------------------------------------------------------------------
@@ -791,67 +772,6 @@ fn event_id(body: &[u8]) -> Option<u128> {
     ulid::Ulid::from_string(e.id).ok().map(|u| u.0)
 }
 
-struct Answer {
-    status: u16,
-    body_start: usize,
-}
-
-/// Writes one request and reads exactly one response (headers plus `Content-Length` bytes).
-async fn exchange(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> io::Result<Answer> {
-    s.write_all(req).await?;
-    buf.clear();
-    let head_end = loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
-        if s.read_buf(buf).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a full response head",
-            ));
-        }
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "response head over 64 KiB",
-            ));
-        }
-    };
-    let head = std::str::from_utf8(&buf[..head_end])
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response head is not UTF-8"))?;
-    let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad status line"))?;
-    let length = head
-        .split("\r\n")
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "response without Content-Length",
-            )
-        })?;
-    while buf.len() < head_end + length {
-        if s.read_buf(buf).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed mid-body",
-            ));
-        }
-    }
-    Ok(Answer {
-        status,
-        body_start: head_end,
-    })
-}
-
 // ---------------------------------------------------------------------------------------
 // Measurements.
 // ---------------------------------------------------------------------------------------
@@ -880,20 +800,6 @@ impl Percentiles {
             max_us: samples.last().copied().unwrap_or(0),
         }
     }
-}
-
-/// A `kB` line of `/proc/self/status`, e.g. `VmHWM` (peak RSS).
-fn proc_status_kib(key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|line| {
-        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
-        rest.trim().strip_suffix("kB")?.trim().parse().ok()
-    })
-}
-
-/// Resets `VmHWM` to the current RSS (Linux 4.0+), so each scenario's peak is its own.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// utime + stime of the whole process, in seconds.

@@ -303,25 +303,16 @@ impl Config {
         let mut seen = HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             let key = format!("source[{i}] (name = {:?})", s.name);
-            if s.name.is_empty()
-                || !s
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                errs.push(ConfigError::invalid(
-                    format!("{key}.name"),
-                    "must be non-empty and use only letters, digits, `-` and `_`",
-                    "rename it, e.g. `sonarr-4k`; it becomes the URL /api/v1/webhooks/{name}",
-                ));
-            }
-            if !seen.insert(s.name.to_ascii_lowercase()) {
-                errs.push(ConfigError::invalid(
-                    format!("{key}.name"),
-                    "is used by another source",
-                    "give every [[source]] a unique name",
-                ));
-            }
+            check_name(
+                &mut errs,
+                &mut seen,
+                &key,
+                &s.name,
+                (
+                    "source",
+                    "`sonarr-4k`; it becomes the URL /api/v1/webhooks/{name}",
+                ),
+            );
             match &s.auth {
                 None => errs.push(ConfigError::invalid(
                     format!("{key}.auth"),
@@ -368,25 +359,13 @@ impl Config {
         let mut hook_names = HashSet::new();
         for (i, h) in self.hooks.iter().enumerate() {
             let key = format!("hook[{i}] (name = {:?})", h.name);
-            if h.name.is_empty()
-                || !h
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                errs.push(ConfigError::invalid(
-                    format!("{key}.name"),
-                    "must be non-empty and use only letters, digits, `-` and `_`",
-                    "rename it, e.g. `discord-tv`",
-                ));
-            }
-            if !hook_names.insert(h.name.to_ascii_lowercase()) {
-                errs.push(ConfigError::invalid(
-                    format!("{key}.name"),
-                    "is used by another hook",
-                    "give every [[hook]] a unique name",
-                ));
-            }
+            check_name(
+                &mut errs,
+                &mut hook_names,
+                &key,
+                &h.name,
+                ("hook", "`discord-tv`; its actor is hook:{name}"),
+            );
             if let Err(e) = CompiledHook::compile(h.clone(), &self.outbound) {
                 errs.push(ConfigError::invalid(
                     key.clone(),
@@ -458,6 +437,35 @@ impl Config {
         }
         let alias = ALIASES.iter().find(|a| a.path == path)?;
         self.sources.iter().find(|s| s.kind == alias.kind)
+    }
+}
+
+/// Names of sources and hooks: non-empty, URL- and actor-name-safe, unique (ignoring case).
+/// `(table, example)`: the TOML table the name belongs to, and an example for the fix.
+fn check_name(
+    errs: &mut Vec<ConfigError>,
+    seen: &mut HashSet<String>,
+    key: &str,
+    name: &str,
+    (table, example): (&str, &str),
+) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        errs.push(ConfigError::invalid(
+            format!("{key}.name"),
+            "must be non-empty and use only letters, digits, `-` and `_`",
+            format!("rename it, e.g. {example}"),
+        ));
+    }
+    if !seen.insert(name.to_ascii_lowercase()) {
+        errs.push(ConfigError::invalid(
+            format!("{key}.name"),
+            format!("is used by another {table}"),
+            format!("give every [[{table}]] a unique name"),
+        ));
     }
 }
 

@@ -4,41 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-/// Starts `relayarr run` on 127.0.0.1:0 and returns it with the address it logged.
-async fn spawn_binary(config: &Path) -> (Child, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relayarr"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RELAYARR_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn relayarr");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.expect("read log") {
-            if let Some(rest) = line.split("relayarr listening addr=").nth(1) {
-                let addr = rest.split_whitespace().next().expect("addr");
-                return addr.parse().expect("socket addr");
-            }
-        }
-        panic!("relayarr exited before listening");
-    })
-    .await
-    .expect("relayarr did not start in time");
-    // Keep draining the log so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
-}
+use tokio::process::Command;
 
 fn body(i: usize) -> String {
     format!(

@@ -6,48 +6,14 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::receiver::*;
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const EVENTS: usize = 5_000;
 const POSTERS: usize = 8;
-
-/// Starts `relayarr run` on 127.0.0.1:0 and returns it with the address it logged (as in
-/// `crash_recovery.rs`).
-async fn spawn_binary(config: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relayarr"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RELAYARR_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn relayarr");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.expect("read log") {
-            if let Some(rest) = line.split("relayarr listening addr=").nth(1) {
-                let addr = rest.split_whitespace().next().expect("addr");
-                return addr.parse().expect("socket addr");
-            }
-        }
-        panic!("relayarr exited before listening");
-    })
-    .await
-    .expect("relayarr did not start in time");
-    // Keep draining the log so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
-}
 
 /// Posts the events `indices` to `addr` from `POSTERS` tasks. Returns the ids acknowledged
 /// (202, or 200 for a body the store already holds) and the indices that got no answer

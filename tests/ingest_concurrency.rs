@@ -14,23 +14,6 @@ fn sonarr_body(i: usize) -> String {
     )
 }
 
-async fn post_sonarr(
-    client: &reqwest::Client,
-    relay: &TestRelay,
-    body: String,
-) -> (u16, serde_json::Value) {
-    let resp = client
-        .post(relay.url("/api/v1/webhooks/sonarr"))
-        .basic_auth("sonarr", Some("Pa55w0rd!"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("send");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("json"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_200_concurrent_requests_are_all_stored_exactly_once() {
     let relay = start_relay("").await;

@@ -8,12 +8,14 @@ pub mod receiver;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use relayarr::{Config, Relay, RelayError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -198,6 +200,25 @@ impl Drop for TestRelay {
     }
 }
 
+/// Posts a body to the `sonarr` source with the fixture credentials; returns the status and
+/// the JSON answer (`{"id", "duplicate"}`).
+pub async fn post_sonarr(
+    client: &reqwest::Client,
+    relay: &TestRelay,
+    body: String,
+) -> (u16, serde_json::Value) {
+    let resp = client
+        .post(relay.url("/api/v1/webhooks/sonarr"))
+        .basic_auth("sonarr", Some("Pa55w0rd!"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("send to relay");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("relay answers JSON"))
+}
+
 /// Number of rows in `events`, read straight from the SQLite file.
 pub fn count_events(db: &Path) -> i64 {
     let conn = rusqlite::Connection::open(db).expect("open db");
@@ -344,4 +365,33 @@ pub fn split_raw(raw: &[u8]) -> (&[u8], &[u8]) {
         .position(|w| w == b"\r\n\r\n")
         .expect("header end");
     (&raw[..p + 4], &raw[p + 4..])
+}
+
+/// Starts `relayarr run` on 127.0.0.1:0 and returns it with the address it logged.
+pub async fn spawn_binary(config: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relayarr"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RELAYARR_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn relayarr");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read log") {
+            if let Some(rest) = line.split("relayarr listening addr=").nth(1) {
+                let addr = rest.split_whitespace().next().expect("addr");
+                return addr.parse().expect("socket addr");
+            }
+        }
+        panic!("relayarr exited before listening");
+    })
+    .await
+    .expect("relayarr did not start in time");
+    // Keep draining the log so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
 }

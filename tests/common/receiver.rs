@@ -366,30 +366,11 @@ pub fn sonarr_download(tag: &str, i: usize) -> String {
     )
 }
 
-/// Posts a Sonarr body with the fixture credentials; returns the status and the event id.
-pub async fn post_sonarr(
-    client: &reqwest::Client,
-    relay: &TestRelay,
-    body: String,
-) -> (u16, Option<String>) {
-    let resp = client
-        .post(relay.url("/api/v1/webhooks/sonarr"))
-        .basic_auth("sonarr", Some("Pa55w0rd!"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("send to relay");
-    let status = resp.status().as_u16();
-    let v: serde_json::Value = resp.json().await.expect("relay answers JSON");
-    (status, v["id"].as_str().map(str::to_owned))
-}
-
 /// Posts a new (unique) Sonarr body and returns its event id; the relay must answer 202.
 pub async fn post_new(client: &reqwest::Client, relay: &TestRelay, body: String) -> String {
-    let (status, id) = post_sonarr(client, relay, body).await;
+    let (status, v) = super::post_sonarr(client, relay, body).await;
     assert_eq!(status, 202, "relay did not accept a new event");
-    id.expect("event id")
+    v["id"].as_str().expect("event id").to_owned()
 }
 
 /// Posts `sonarr_download(tag, i)` for every `i` in `range` from 8 concurrent tasks; every

@@ -1,0 +1,115 @@
+//! Helpers shared by the load benches: a minimal keep-alive HTTP/1.1 exchange over a raw
+//! `TcpStream` (far cheaper per request than a general client, so the load generator takes
+//! little CPU from the server), readiness polling, and `/proc` readers for RSS.
+#![allow(dead_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One HTTP response as the load generator sees it.
+pub struct Answer {
+    /// The response status code.
+    pub status: u16,
+    /// Where the body starts in the buffer.
+    pub body_start: usize,
+}
+
+/// Writes one request and reads exactly one response (headers plus `Content-Length` bytes)
+/// into `buf`. Both servers are hyper, which answers these small bodies with a length.
+pub async fn exchange(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> io::Result<Answer> {
+    s.write_all(req).await?;
+    buf.clear();
+    let head_end = loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        if s.read_buf(buf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a full response head",
+            ));
+        }
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 64 * 1024 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "response head over 64 KiB",
+            ));
+        }
+    };
+    let head = std::str::from_utf8(&buf[..head_end])
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response head is not UTF-8"))?;
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad status line"))?;
+    let length = head
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "response without Content-Length",
+            )
+        })?;
+    while buf.len() < head_end + length {
+        if s.read_buf(buf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed mid-body",
+            ));
+        }
+    }
+    Ok(Answer {
+        status,
+        body_start: head_end,
+    })
+}
+
+/// Polls `GET /api/v1/health` until it answers 200, so start-up is not part of the warm-up.
+pub async fn wait_ready(addr: SocketAddr) -> io::Result<()> {
+    let req = format!("GET /api/v1/health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = Vec::new();
+    loop {
+        let attempt = async {
+            let mut s = TcpStream::connect(addr).await?;
+            exchange(&mut s, req.as_bytes(), &mut buf).await
+        };
+        match attempt.await {
+            Ok(a) if a.status == 200 => return Ok(()),
+            Ok(a) if Instant::now() > deadline => {
+                return Err(io::Error::other(format!("health answered {}", a.status)))
+            }
+            Err(e) if Instant::now() > deadline => return Err(e),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// A `kB` line of `/proc/self/status`, e.g. `VmRSS` (resident now) or `VmHWM` (peak).
+pub fn proc_status_kib(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
+}
+
+/// Resets `VmHWM` to the current RSS (`5` → `/proc/self/clear_refs`, Linux 4.0+), so each
+/// scenario's peak is its own and not the earlier scenarios'.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// `sonarr` / `Pa55w0rd!`, the credentials of the shared Sonarr fixtures.
+pub const AUTHORIZATION: &str = "Basic c29uYXJyOlBhNTV3MHJkIQ==";
