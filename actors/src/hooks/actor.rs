@@ -26,6 +26,9 @@ use crate::system::Names;
 
 /// Deliveries held in memory per hook; the rest wait in the store.
 pub const WINDOW: usize = 1024;
+/// How long a stopping hook waits for requests in flight (the supervisor's stop timeout,
+/// `server.shutdown_grace`, must be longer; its default is 10 s).
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// How often the actor looks in the store for due retries and overflow.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -45,8 +48,8 @@ pub enum HookMsg {
     Pump,
     /// Deliveries loaded from the store, and how many were asked for.
     Loaded(Vec<Delivery>, usize),
-    /// One attempt finished.
-    Done(Box<(Queued, AttemptResult)>),
+    /// One or more attempts finished: their results wait in the actor's channel.
+    Reap,
     /// Delivery updates reached the store.
     Flushed(Vec<i64>, bool),
     /// Change limits at runtime (persisted). `rate: Some(None)` removes the rate limit.
@@ -113,6 +116,10 @@ pub struct HookState {
     next_wake: Option<tokio::time::Instant>,
     updates: Vec<DeliveryUpdate>,
     flushing: bool,
+    /// Stopping: finish what is in flight, start nothing new.
+    draining: bool,
+    results_tx: tokio::sync::mpsc::UnboundedSender<(Queued, AttemptResult)>,
+    results_rx: tokio::sync::mpsc::UnboundedReceiver<(Queued, AttemptResult)>,
     succeeded: u64,
     failed: u64,
     retried: u64,
@@ -234,12 +241,16 @@ impl HookActor {
             let hook = Arc::clone(&st.args.hook);
             let client = st.client.clone();
             let store = Arc::clone(&st.args.store);
+            let results = st.results_tx.clone();
             let me = me.clone();
             tokio::spawn(async move {
                 let result = attempt(&hook, &client, store.as_ref(), &q).await;
-                // A restarted actor has a new ref; the delivery then stays pending in the
-                // store and is picked up again (at-least-once).
-                let _ = me.cast(HookMsg::Done(Box::new((q, result))));
+                // Results go through a channel the state owns, so a stopping actor can still
+                // collect them in post_stop. After a restart both ends are gone and the
+                // delivery stays pending in the store (at-least-once).
+                if results.send((q, result)).is_ok() {
+                    let _ = me.cast(HookMsg::Reap);
+                }
             });
         }
         if st.overflow && st.queue.len() < WINDOW / 2 {
@@ -466,7 +477,11 @@ impl Actor for HookActor {
                     .map_err(|e| format!("saved rate {r:?}: {e}"))?,
             ),
         };
+        let (results_tx, results_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut st = HookState {
+            draining: false,
+            results_tx,
+            results_rx,
             client,
             queue: VecDeque::new(),
             known: HashSet::new(),
@@ -557,9 +572,10 @@ impl Actor for HookActor {
                 st.pump_scheduled = false;
                 Self::pump(&me, st);
             }
-            HookMsg::Done(b) => {
-                let (q, r) = *b;
-                Self::done(&me, st, q, r);
+            HookMsg::Reap => {
+                while let Ok((q, r)) = st.results_rx.try_recv() {
+                    Self::done(&me, st, q, r);
+                }
             }
             HookMsg::Flushed(ids, _ok) => {
                 st.flushing = false;
@@ -624,13 +640,25 @@ impl Actor for HookActor {
         Ok(())
     }
 
+    /// Graceful stop: wait (bounded) for requests in flight, record their outcomes, then
+    /// write back what is buffered. Whatever is still unrecorded is retried after the next
+    /// start (at-least-once), with the same webhook-id.
     async fn post_stop(
         &self,
-        _me: ActorRef<HookMsg>,
+        me: ActorRef<HookMsg>,
         st: &mut HookState,
     ) -> Result<(), ActorProcessingErr> {
-        // Outcomes not yet written back are retried after the restart (at-least-once);
-        // write what we have so fewer are.
+        st.draining = true; // start nothing new
+        let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+        while st.in_flight > 0 {
+            match tokio::time::timeout_at(deadline, st.results_rx.recv()).await {
+                Ok(Some((q, r))) => Self::done(&me, st, q, r),
+                _ => break,
+            }
+        }
+        if st.in_flight > 0 {
+            tracing::warn!(hook = %st.name(), in_flight = st.in_flight, "stopped with requests in flight; they will be retried");
+        }
         if !st.updates.is_empty() {
             let updates = std::mem::take(&mut st.updates);
             if let Err(error) = st.args.store.update_deliveries(updates).await {
