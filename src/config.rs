@@ -574,6 +574,24 @@ auth = { token = "t" }
         )
     }
 
+    /// The commented-out example block starting at `marker` (up to the next blank line),
+    /// with one level of `# ` removed and the remaining comment lines dropped.
+    fn uncommented_example_block(marker: &str) -> String {
+        let start = EXAMPLE_CONFIG
+            .find(marker)
+            .expect("block in the example config");
+        let end = EXAMPLE_CONFIG[start..]
+            .find("\n\n")
+            .map(|e| start + e)
+            .expect("block ends with a blank line");
+        EXAMPLE_CONFIG[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn messages(errs: Vec<ConfigError>) -> String {
         errs.iter()
             .map(|e| e.to_string())
@@ -607,17 +625,7 @@ auth = { token = "t" }
 
     #[test]
     fn config_example_hook_block_parses_when_uncommented() {
-        let start = EXAMPLE_CONFIG.find("# [[hook]]").expect("hook block");
-        let end = EXAMPLE_CONFIG[start..]
-            .find("\n\n")
-            .map(|e| start + e)
-            .expect("end");
-        let block: String = EXAMPLE_CONFIG[start..end]
-            .lines()
-            .map(|l| l.strip_prefix("# ").unwrap_or(l))
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let block = uncommented_example_block("# [[hook]]");
         let cfg = load(&block, &[])
             .map_err(messages)
             .expect("uncommented hook block is valid");
@@ -653,19 +661,7 @@ events = { paths = ["/tv/[unclosed"] }
 
     #[test]
     fn config_example_tautulli_block_parses_when_uncommented() {
-        let start = EXAMPLE_CONFIG
-            .find("# [[source]]\n# name = \"tautulli\"")
-            .expect("block");
-        let end = EXAMPLE_CONFIG[start..]
-            .find("\n\n")
-            .map(|e| start + e)
-            .expect("end");
-        let block: String = EXAMPLE_CONFIG[start..end]
-            .lines()
-            .map(|l| l.strip_prefix("# ").unwrap_or(l))
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let block = uncommented_example_block("# [[source]]\n# name = \"tautulli\"");
         let cfg = load(&block, &[])
             .map_err(messages)
             .expect("uncommented tautulli block is valid");
