@@ -44,6 +44,13 @@ impl ApiError {
     }
 }
 
+/// A store failure behind an admin call is opaque to the client (logged in full).
+impl From<relayarr_actors::store::StoreError> for ApiError {
+    fn from(e: relayarr_actors::store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

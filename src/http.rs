@@ -339,7 +339,7 @@ async fn admin_event(
     match st.inner.store.get_event(&id).await {
         Ok(Some(ev)) => Ok(Json(ev).into_response()),
         Ok(None) => Err(ApiError::NotFound(format!("no event with id `{id}`"))),
-        Err(e) => Err(ApiError::Internal(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -350,7 +350,7 @@ async fn admin_rejections(
     check_admin(&st, &headers)?;
     match st.inner.store.recent_rejections(100).await {
         Ok(rows) => Ok(Json(json!({ "rejections": rows })).into_response()),
-        Err(e) => Err(ApiError::Internal(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -392,12 +392,7 @@ where
 
 async fn hook_view(st: &AppState, name: &str) -> Result<serde_json::Value, ApiError> {
     let stats = call_hook(st, name, HookMsg::Stats).await?;
-    let counts = st
-        .inner
-        .store
-        .delivery_counts(name)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let counts = st.inner.store.delivery_counts(name).await?;
     Ok(json!({ "stats": stats, "deliveries": counts }))
 }
 
@@ -502,12 +497,7 @@ async fn admin_event_attempts(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_admin(&st, &headers)?;
-    let attempts = st
-        .inner
-        .store
-        .attempts_for_event(&id)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let attempts = st.inner.store.attempts_for_event(&id).await?;
     Ok(Json(json!({ "event_id": id, "attempts": attempts })).into_response())
 }
 
@@ -517,12 +507,7 @@ async fn admin_replay_event(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_admin(&st, &headers)?;
-    let hooks = st
-        .inner
-        .store
-        .replay_event(&id)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let hooks = st.inner.store.replay_event(&id).await?;
     if hooks.is_empty() && st.inner.store.get_event(&id).await.ok().flatten().is_none() {
         return Err(ApiError::NotFound(format!("no event with id `{id}`")));
     }
@@ -559,12 +544,7 @@ async fn admin_replay_hook(
             "`since={since}` is neither an RFC 3339 time nor a duration such as 2h"
         )))
     })?;
-    let n = st
-        .inner
-        .store
-        .replay_hook_since(&name, since_ms)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let n = st.inner.store.replay_hook_since(&name, since_ms).await?;
     let _ = actor.cast(HookMsg::Wake);
     tracing::info!(hook = %name, since = %since, requeued = n, "hook deliveries replayed");
     Ok(Json(json!({ "hook": name, "requeued": n })).into_response())

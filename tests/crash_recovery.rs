@@ -82,38 +82,33 @@ async fn crash_sigkill_loses_no_acknowledged_event() {
     child.wait().await.expect("wait");
 }
 
+/// Runs `relayarr check-config FILE`.
+async fn check_config(file: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_relayarr"))
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .await
+        .expect("run relayarr check-config")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_check_config_exits_64_on_a_bad_file_and_names_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[[source]]\nname = \"sonarr\"\nkind = \"sonarr\"\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_relayarr"))
-        .args(["check-config"])
-        .arg(&bad)
-        .output()
-        .await
-        .expect("run");
+    let out = check_config(&bad).await;
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("source[0]") && err.contains("auth"), "{err}");
 
     std::fs::write(&bad, "[server]\nlisen = \"x\"\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_relayarr"))
-        .args(["check-config"])
-        .arg(&bad)
-        .output()
-        .await
-        .expect("run");
+    let out = check_config(&bad).await;
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
 
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/relayarr.example.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_relayarr"))
-        .args(["check-config"])
-        .arg(&example)
-        .output()
-        .await
-        .expect("run");
+    let out = check_config(&example).await;
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -225,6 +225,9 @@ pub enum StoreError {
     Corrupt { id: String, reason: String },
     #[error("cannot open store at {path}: {reason}")]
     Open { path: String, reason: String },
+    /// The transaction (or the WAL fsync) holding this write failed; nothing of it is stored.
+    #[error("commit failed: {0}")]
+    Commit(String),
 }
 
 /// The storage interface. Object-safe so the relay can hold an `Arc<dyn Store>`.

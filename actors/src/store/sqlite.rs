@@ -702,10 +702,7 @@ impl Flusher {
                     let started = std::time::Instant::now();
                     let err = sync_wal(&wal_path, &mut file).err().map(|e| {
                         tracing::error!(error = %e, path = %wal_path.display(), "WAL fsync failed");
-                        StoreError::Open {
-                            path: wal_path.display().to_string(),
-                            reason: format!("fsync failed: {e}"),
-                        }
+                        StoreError::Commit(format!("fsync of {} failed: {e}", wal_path.display()))
                     });
                     stats.record_fsync(started.elapsed());
                     for d in pending.into_iter().flatten() {
@@ -797,10 +794,7 @@ impl Done {
 fn clone_err(e: &StoreError) -> StoreError {
     match e {
         StoreError::Closed => StoreError::Closed,
-        other => StoreError::Open {
-            path: "commit".into(),
-            reason: other.to_string(),
-        },
+        other => StoreError::Commit(other.to_string()),
     }
 }
 
