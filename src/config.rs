@@ -12,10 +12,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use relayarr_actors::debounce::DebounceConfig;
 use relayarr_actors::history::HistoryConfig;
 use relayarr_actors::hooks::config::{HookConfig, OutboundConfig};
 use relayarr_actors::hooks::delivery::CompiledHook;
 use relayarr_actors::model::SourceKind;
+use relayarr_actors::pathmap::PathMapper;
+use relayarr_actors::plex::cards::CardLocator;
+use relayarr_actors::plex::config::PlexConfig;
 use relayarr_actors::sources::auth::{AuthConfig, Secret};
 use relayarr_actors::sources::config::SourceConfig;
 use relayarr_actors::store::StoreConfig;
@@ -51,9 +55,15 @@ pub struct Config {
     /// Where hooks may send.
     #[serde(default)]
     pub outbound: OutboundConfig,
+    /// Plex servers kept in sync: partial scans after imports, title cards put back.
+    #[serde(default, rename = "plex")]
+    pub plex: Vec<PlexConfig>,
     /// Delivery history retention.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// How debounced targets (the Plex sync, hooks with `debounce`) wait for a burst to end.
+    #[serde(default)]
+    pub debounce: DebounceConfig,
     /// Drop-in URLs of the tools relayarr replaces, mapped to a configured source name.
     /// Keys are the alias paths (see [`ALIASES`]); unmapped aliases go to the first source
     /// of the matching kind.
@@ -374,6 +384,68 @@ impl Config {
                 ));
             }
         }
+        for (i, s) in self.sources.iter().enumerate() {
+            if let Err(e) = PathMapper::try_new(&s.path_rules) {
+                errs.push(ConfigError::invalid(
+                    format!("source[{i}] (name = {:?}).path_rules", s.name),
+                    e.to_string(),
+                    "write each rule as { from = \"/tv\", to = \"/data/tv\" } or { regex = \"…\", to = \"…\" }",
+                ));
+            }
+        }
+        let mut plex_names = HashSet::new();
+        for (i, p) in self.plex.iter().enumerate() {
+            let key = format!("plex[{i}] (name = {:?})", p.name);
+            check_name(
+                &mut errs,
+                &mut plex_names,
+                &key,
+                &p.name,
+                ("plex server", "`home`; its actor is plex:{name}"),
+            );
+            if p.token.as_ref().is_none_or(|t| t.expose().is_empty()) {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.token"),
+                    "is missing",
+                    format!(
+                        "set token = \"…\" (Plex → Settings → your X-Plex-Token), or \
+                         RELAYARR_PLEX__{}__TOKEN_FILE=/run/secrets/plex_token",
+                        p.name.to_ascii_uppercase().replace('-', "_")
+                    ),
+                ));
+            }
+            match reqwest_url_check(&p.url) {
+                Ok(()) => {}
+                Err(problem) => errs.push(ConfigError::invalid(
+                    format!("{key}.url"),
+                    problem,
+                    "use the server's base URL, e.g. http://plex:32400",
+                )),
+            }
+            if let Err(e) = PathMapper::try_new(&p.path_rules) {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.path_rules"),
+                    e.to_string(),
+                    "write each rule as { from = \"/tv\", to = \"/data/tv\" } or { regex = \"…\", to = \"…\" }",
+                ));
+            }
+            if let Err(e) = p.events.compile() {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.events"),
+                    e.to_string(),
+                    "see the [[hook]] events filter in config/relayarr.example.toml",
+                ));
+            }
+            if let Some(c) = &p.cards {
+                if let Err(e) = CardLocator::try_new(c) {
+                    errs.push(ConfigError::invalid(
+                        format!("{key}.cards"),
+                        e.to_string(),
+                        "see [plex.cards] in config/relayarr.example.toml",
+                    ));
+                }
+            }
+        }
         for (path, target) in &self.aliases {
             if !ALIASES.iter().any(|a| a.path == path) && !path.starts_with("/triggers/") {
                 errs.push(ConfigError::invalid(
@@ -440,6 +512,18 @@ impl Config {
     }
 }
 
+/// A Plex base URL: http(s), a host, no query (the client checks it as it is built).
+fn reqwest_url_check(url: &str) -> Result<(), String> {
+    relayarr_actors::plex::client::PlexClient::new(
+        url,
+        "check".into(),
+        std::time::Duration::from_secs(1),
+        relayarr_actors::plex::client::WireFormat::Json,
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
 /// Names of sources and hooks: non-empty, URL- and actor-name-safe, unique (ignoring case).
 /// `(table, example)`: the TOML table the name belongs to, and an example for the fix.
 fn check_name(
@@ -496,12 +580,12 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
     let mut i = 0;
     while i + 1 < path.len() {
         let seg = &path[i];
-        if seg == "source" {
+        if ["source", "hook", "plex"].contains(&seg.as_str()) {
             let name = path.get(i + 1).cloned().unwrap_or_default();
             let sources = node
-                .get_mut("source")
+                .get_mut(seg.as_str())
                 .and_then(|v| v.as_array_mut())
-                .ok_or_else(|| env_err("no [[source]] is configured".into()))?;
+                .ok_or_else(|| env_err(format!("no [[{seg}]] is configured")))?;
             let found = sources
                 .iter_mut()
                 .filter_map(|v| v.as_table_mut())
@@ -512,7 +596,7 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
                 })
                 .ok_or_else(|| {
                     env_err(format!(
-                        "no [[source]] named `{name}` (case-insensitive, `-` written as `_`)"
+                        "no [[{seg}]] named `{name}` (case-insensitive, `-` written as `_`)"
                     ))
                 })?;
             node = found;

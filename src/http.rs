@@ -15,14 +15,18 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
-use relayarr_actors::hooks::actor::{HookMsg, HookStats};
-use relayarr_actors::hooks::delivery::CompiledHook;
+use relayarr_actors::debounce::actor::DebouncerMsg;
+use relayarr_actors::delivery::worker::WorkerMsg;
+use relayarr_actors::delivery::TargetStats;
 use relayarr_actors::hooks::retry::Rate;
+use relayarr_actors::plex::executor::PlexExecutor;
 use relayarr_actors::sources::actor::{InboundRequest, IngestError, IngestOutcome, SourceMsg};
 use relayarr_actors::sources::auth::{ct_eq, Secret};
+use relayarr_actors::store::ReplayScope;
 use relayarr_actors::store::{now_ms, Store};
 use relayarr_actors::supervisor::snapshot;
 use relayarr_actors::system::Names;
+use relayarr_actors::system::TargetSpec;
 use serde_json::json;
 
 use crate::config::{Config, ALIASES};
@@ -46,7 +50,12 @@ struct Inner {
     ingest_timeout: Duration,
     admin_token: Option<Secret>,
     store: Arc<dyn Store>,
-    hooks: Vec<String>,
+    /// Every delivery target: (stored name, kind, the worker's actor name), in config order.
+    targets: Vec<(String, &'static str, String)>,
+    /// The Plex servers, for the path-mapping dry run.
+    plex: Vec<Arc<PlexExecutor>>,
+    /// Configured source names, for the dry run's check.
+    source_names: Vec<String>,
 }
 
 impl AppState {
@@ -54,7 +63,8 @@ impl AppState {
         cfg: &Config,
         names: Names,
         store: Arc<dyn Store>,
-        hooks: Vec<Arc<CompiledHook>>,
+        targets: &[TargetSpec],
+        plex: Vec<Arc<PlexExecutor>>,
     ) -> Self {
         let sources = cfg
             .sources
@@ -76,7 +86,12 @@ impl AppState {
                 ingest_timeout: cfg.server.ingest_timeout,
                 admin_token: cfg.server.admin_token.clone(),
                 store,
-                hooks: hooks.iter().map(|h| h.cfg.name.clone()).collect(),
+                targets: targets
+                    .iter()
+                    .map(|t| (t.route.name.clone(), t.kind, t.route.actor.clone()))
+                    .collect(),
+                plex,
+                source_names: cfg.sources.iter().map(|s| s.name.clone()).collect(),
             }),
         }
     }
@@ -135,6 +150,11 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/api/v1/admin/hooks", get(admin_hooks))
         .route("/api/v1/admin/hooks/{name}", get(admin_hook).patch(admin_patch_hook))
         .route("/api/v1/admin/hooks/{name}/replay", post(admin_replay_hook))
+        .route("/api/v1/admin/targets", get(admin_targets))
+        .route("/api/v1/admin/map-path", get(admin_map_path))
+        .route("/api/v1/admin/debouncer", get(admin_debouncer))
+        .route("/api/v1/admin/targets/{name}", get(admin_hook).patch(admin_patch_hook))
+        .route("/api/v1/admin/targets/{name}/replay", post(admin_replay_hook))
         .route("/api/v1/admin/rejections", get(admin_rejections))
         .route("/api/v1/actors", get(admin_actors));
     for alias in ALIASES {
@@ -369,40 +389,62 @@ async fn admin_actors(
 
 const ADMIN_CALL: Duration = Duration::from_secs(5);
 
-fn hook_actor(st: &AppState, name: &str) -> Result<ActorRef<HookMsg>, ApiError> {
-    if !st.inner.hooks.iter().any(|h| h == name) {
-        return Err(ApiError::NotFound(format!("no hook named `{name}`")));
-    }
-    ActorRef::<HookMsg>::where_is(st.inner.names.hook(name))
-        .ok_or_else(|| ApiError::Unavailable(format!("hook `{name}` is restarting; retry shortly")))
+fn worker(st: &AppState, name: &str) -> Result<ActorRef<WorkerMsg>, ApiError> {
+    let (_, _, actor) = st
+        .inner
+        .targets
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .ok_or_else(|| ApiError::NotFound(format!("no target named `{name}`")))?;
+    ActorRef::<WorkerMsg>::where_is(actor.clone())
+        .ok_or_else(|| ApiError::Unavailable(format!("`{name}` is restarting; retry shortly")))
 }
 
-async fn call_hook<F>(st: &AppState, name: &str, msg: F) -> Result<HookStats, ApiError>
+async fn call_worker<T, F>(st: &AppState, name: &str, msg: F) -> Result<T, ApiError>
 where
-    F: FnOnce(ractor::RpcReplyPort<HookStats>) -> HookMsg,
+    T: Send + 'static,
+    F: FnOnce(ractor::RpcReplyPort<T>) -> WorkerMsg,
 {
-    let actor = hook_actor(st, name)?;
+    let actor = worker(st, name)?;
     match actor.call(msg, Some(ADMIN_CALL)).await {
-        Ok(CallResult::Success(stats)) => Ok(stats),
+        Ok(CallResult::Success(v)) => Ok(v),
         _ => Err(ApiError::Unavailable(format!(
-            "hook `{name}` did not answer; retry shortly"
+            "`{name}` did not answer; retry shortly"
         ))),
     }
 }
 
-async fn hook_view(st: &AppState, name: &str) -> Result<serde_json::Value, ApiError> {
-    let stats = call_hook(st, name, HookMsg::Stats).await?;
+async fn target_view(st: &AppState, name: &str) -> Result<serde_json::Value, ApiError> {
+    let stats: TargetStats = call_worker(st, name, WorkerMsg::Stats).await?;
     let counts = st.inner.store.delivery_counts(name).await?;
     Ok(json!({ "stats": stats, "deliveries": counts }))
 }
 
+async fn list_targets(
+    st: &AppState,
+    kind: Option<&str>,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let mut out = Vec::new();
+    for (name, k, _) in st.inner.targets.clone() {
+        if kind.is_none_or(|want| want == k) {
+            out.push(target_view(st, &name).await?);
+        }
+    }
+    Ok(out)
+}
+
 async fn admin_hooks(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     check_admin(&st, &headers)?;
-    let mut out = Vec::new();
-    for name in st.inner.hooks.clone() {
-        out.push(hook_view(&st, &name).await?);
-    }
-    Ok(Json(json!({ "hooks": out })).into_response())
+    Ok(Json(json!({ "hooks": list_targets(&st, Some("hook")).await? })).into_response())
+}
+
+/// Every target: hooks and Plex servers.
+async fn admin_targets(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    Ok(Json(json!({ "targets": list_targets(&st, None).await? })).into_response())
 }
 
 async fn admin_hook(
@@ -411,7 +453,7 @@ async fn admin_hook(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     check_admin(&st, &headers)?;
-    Ok(Json(hook_view(&st, &name).await?).into_response())
+    Ok(Json(target_view(&st, &name).await?).into_response())
 }
 
 /// `PATCH /api/v1/admin/hooks/{name}` with any of `max_in_flight`, `rate` (`"5/s"`, or
@@ -469,10 +511,10 @@ async fn admin_patch_hook(
                 .ok_or_else(|| bad("`enabled` must be true or false".into()))?,
         ),
     };
-    let mut stats = None;
+    let mut stats: Option<TargetStats> = None;
     if max_in_flight.is_some() || rate.is_some() || burst.is_some() {
         stats = Some(
-            call_hook(&st, &name, |reply| HookMsg::SetLimits {
+            call_worker(&st, &name, |reply| WorkerMsg::SetLimits {
                 max_in_flight,
                 rate,
                 burst,
@@ -482,11 +524,11 @@ async fn admin_patch_hook(
         );
     }
     if let Some(enabled) = enabled {
-        stats = Some(call_hook(&st, &name, |reply| HookMsg::SetEnabled(enabled, reply)).await?);
+        stats = Some(call_worker(&st, &name, |reply| WorkerMsg::SetEnabled(enabled, reply)).await?);
     }
     let stats = match stats {
         Some(s) => s,
-        None => call_hook(&st, &name, HookMsg::Stats).await?,
+        None => call_worker(&st, &name, WorkerMsg::Stats).await?,
     };
     Ok(Json(json!({ "stats": stats })).into_response())
 }
@@ -501,23 +543,42 @@ async fn admin_event_attempts(
     Ok(Json(json!({ "event_id": id, "attempts": attempts })).into_response())
 }
 
+/// Asks a target's worker to replay deliveries: the worker is the only writer of its rows,
+/// so a delivery in flight is sent again after it finishes instead of being overwritten.
+async fn replay(st: &AppState, target: &str, scope: ReplayScope) -> Result<usize, ApiError> {
+    let actor = worker(st, target)?;
+    match actor
+        .call(|r| WorkerMsg::Replay(scope, r), Some(ADMIN_CALL * 6))
+        .await
+    {
+        Ok(CallResult::Success(Ok(n))) => Ok(n),
+        Ok(CallResult::Success(Err(e))) => Err(ApiError::Unavailable(format!(
+            "`{target}` could not replay: {e}"
+        ))),
+        _ => Err(ApiError::Unavailable(format!(
+            "`{target}` did not answer; retry shortly"
+        ))),
+    }
+}
+
 async fn admin_replay_event(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_admin(&st, &headers)?;
-    let hooks = st.inner.store.replay_event(&id).await?;
-    if hooks.is_empty() && st.inner.store.get_event(&id).await.ok().flatten().is_none() {
+    if st.inner.store.get_event(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no event with id `{id}`")));
     }
-    for h in &hooks {
-        if let Some(actor) = ActorRef::<HookMsg>::where_is(st.inner.names.hook(h)) {
-            let _ = actor.cast(HookMsg::Wake);
+    let targets = st.inner.store.delivery_targets(&id).await?;
+    let mut requeued = Vec::new();
+    for t in &targets {
+        if replay(&st, t, ReplayScope::Event(id.clone())).await? > 0 {
+            requeued.push(t.clone());
         }
     }
-    tracing::info!(event_id = %id, hooks = ?hooks, "event replayed");
-    Ok(Json(json!({ "event_id": id, "requeued": hooks })).into_response())
+    tracing::info!(event_id = %id, targets = ?requeued, "event replayed");
+    Ok(Json(json!({ "event_id": id, "requeued": requeued })).into_response())
 }
 
 /// `POST /api/v1/admin/hooks/{name}/replay?since=<RFC 3339 time | duration ago, e.g. 2h>`.
@@ -528,7 +589,7 @@ async fn admin_replay_hook(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     check_admin(&st, &headers)?;
-    let actor = hook_actor(&st, &name)?;
+    worker(&st, &name)?;
     let query = parse_query(uri.query());
     let since = query
         .iter()
@@ -544,10 +605,48 @@ async fn admin_replay_hook(
             "`since={since}` is neither an RFC 3339 time nor a duration such as 2h"
         )))
     })?;
-    let n = st.inner.store.replay_hook_since(&name, since_ms).await?;
-    let _ = actor.cast(HookMsg::Wake);
-    tracing::info!(hook = %name, since = %since, requeued = n, "hook deliveries replayed");
+    let n = replay(&st, &name, ReplayScope::Since(since_ms)).await?;
+    tracing::info!(target_name = %name, since = %since, requeued = n, "target deliveries replayed");
     Ok(Json(json!({ "hook": name, "requeued": n })).into_response())
+}
+
+/// `GET /api/v1/admin/map-path?source=sonarr&path=/tv/Show/Season%2001/x.mkv[&library=TV]`:
+/// for each Plex server, the path as Plex sees it, the section chosen, and why.
+async fn admin_map_path(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let q = parse_query(uri.query());
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let missing =
+        |f: &str| ApiError::BadInput(relayarr_actors::sources::ParseError::MissingField(f.into()));
+    let source = get("source").ok_or_else(|| missing("source"))?;
+    let path = get("path").ok_or_else(|| missing("path"))?;
+    if !st.inner.source_names.iter().any(|s| s == &source) {
+        return Err(ApiError::NotFound(format!("no source named `{source}`")));
+    }
+    let library = get("library");
+    let mut out = Vec::new();
+    for p in &st.inner.plex {
+        out.push(p.explain(&source, &path, library.as_deref()).await);
+    }
+    Ok(Json(json!({ "source": source, "path": path, "plex": out })).into_response())
+}
+
+/// `GET /api/v1/admin/debouncer`: open groups and counters.
+async fn admin_debouncer(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let d = ActorRef::<DebouncerMsg>::where_is(st.inner.names.debouncer())
+        .ok_or_else(|| ApiError::Unavailable("the debouncer is restarting".into()))?;
+    match d.call(DebouncerMsg::Stats, Some(ADMIN_CALL)).await {
+        Ok(CallResult::Success(stats)) => Ok(Json(stats).into_response()),
+        _ => Err(ApiError::Unavailable("the debouncer did not answer".into())),
+    }
 }
 
 /// An RFC 3339 time, or a duration before now (`90s`, `2h`, `7d`), as unix milliseconds.

@@ -6,10 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ractor::ActorRef;
-use relayarr_actors::hooks::delivery::CompiledHook;
 use relayarr_actors::store::{SqliteStore, Store, StoreError};
 use relayarr_actors::supervisor::{render_tree, snapshot, SupervisorMsg};
-use relayarr_actors::system::{start_system, Names, SystemConfig};
+use relayarr_actors::system::{drain_workers, start_system, Names, SystemConfig, TargetSpec};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -73,18 +72,34 @@ impl RelayBuilder {
             Some(s) => s,
             None => SqliteStore::open(cfg.db_path(), cfg.store.clone())?,
         };
-        let hooks: Vec<Arc<CompiledHook>> = cfg
-            .compiled_hooks()
-            .map_err(RelayError::Spawn)?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+        let drain_grace = cfg.server.shutdown_grace;
+        let mut targets = Vec::new();
+        for hook in cfg.compiled_hooks().map_err(RelayError::Spawn)? {
+            targets.push(
+                TargetSpec::hook(&names, Arc::new(hook), &store, &cfg.outbound, drain_grace)
+                    .map_err(RelayError::Spawn)?,
+            );
+        }
+        let mut source_rules = std::collections::HashMap::new();
+        for s in &cfg.sources {
+            let rules = relayarr_actors::pathmap::PathMapper::try_new(&s.path_rules)
+                .map_err(|e| RelayError::Spawn(format!("source `{}`: {e}", s.name)))?;
+            source_rules.insert(s.name.clone(), rules);
+        }
+        let mut plex = Vec::new();
+        for p in &cfg.plex {
+            let (spec, executor) =
+                TargetSpec::plex(&names, p, &store, source_rules.clone(), drain_grace)
+                    .map_err(RelayError::Spawn)?;
+            targets.push(spec);
+            plex.push(executor);
+        }
         let system = SystemConfig {
             names: names.clone(),
             store: Arc::clone(&store),
             sources: cfg.sources.iter().cloned().map(Arc::new).collect(),
-            hooks: hooks.clone(),
-            outbound: cfg.outbound.clone(),
+            targets: targets.clone(),
+            debounce: cfg.debounce.clone(),
             history: cfg.history.clone(),
             backoff: cfg.supervision.backoff(),
             stop_timeout: cfg.server.shutdown_grace,
@@ -99,7 +114,7 @@ impl RelayBuilder {
         tracing::info!("supervision tree:\n{tree}");
 
         let app = router(
-            AppState::new(&cfg, names.clone(), Arc::clone(&store), hooks),
+            AppState::new(&cfg, names.clone(), Arc::clone(&store), &targets, plex),
             &cfg,
         );
         let addr = listener.local_addr()?;
@@ -128,7 +143,14 @@ impl RelayBuilder {
         let tree_alive = !watcher.is_finished();
         watcher.abort();
         if tree_alive {
-            tracing::info!("ingress stopped; stopping actors");
+            // Every worker drains at once, within one grace period: nothing new starts, and
+            // what is in flight finishes and is recorded.
+            tracing::info!(targets = targets.len(), grace = ?cfg.server.shutdown_grace, "ingress stopped; draining delivery workers");
+            let late = drain_workers(&targets, cfg.server.shutdown_grace).await;
+            if !late.is_empty() {
+                tracing::warn!(targets = ?late, "still busy after the grace period; their requests in flight will be retried");
+            }
+            tracing::info!("stopping actors");
             let grace = cfg.server.shutdown_grace * 2;
             if let Err(error) = root
                 .stop_and_wait(Some("shutdown".into()), Some(grace))

@@ -1,6 +1,7 @@
 //! Hooks are isolated from each other and from ingest: a hanging or dead endpoint only
-//! delays its own hook, and a hook actor that panics is restarted by the `hooks` supervisor
-//! and picks its pending deliveries up from the store.
+//! delays its own hook, and a hook worker that panics is restarted by the `hooks` supervisor
+//! and picks its pending deliveries up from the store, without ever exceeding its cap: the
+//! requests its previous incarnation left running still count, and are recorded.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::receiver::*;
 use common::*;
 use ractor::ActorRef;
-use relayarr::actors::hooks::actor::HookMsg;
+use relayarr::actors::delivery::worker::WorkerMsg;
 use relayarr::actors::supervisor::{ChildInfo, SupervisorMsg};
 
 /// Posts `n` events one after another, asserting each is answered 202 within `max`: ingest
@@ -111,41 +112,50 @@ async fn hooks_isolation_dead_endpoint_does_not_delay_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hooks_supervision_panicked_hook_restarts_and_delivers_pending() {
-    let rx = Receiver::start_with(Reply::status(200).delay(Duration::from_millis(100))).await;
+    // A slow receiver keeps two requests in flight when the worker panics.
+    let rx = Receiver::start_with(Reply::status(200).delay(Duration::from_millis(400))).await;
     let extra = format!(
         "{}[supervision]\nrestart_base = \"50ms\"\n",
-        hook_toml("a", &rx.hook_url(), "max_in_flight = 1")
+        hook_toml("a", &rx.hook_url(), "max_in_flight = 2")
     );
     let relay = start_relay(&extra).await;
-    let ids: HashSet<String> = post_many(&relay, "panic", 0..20)
+    let ids: HashSet<String> = post_many(&relay, "panic", 0..30)
         .await
         .into_iter()
         .collect();
     rx.wait_for(2, Duration::from_secs(10)).await;
 
     let name = format!("{}hook:a", relay.namespace);
-    let before = ActorRef::<HookMsg>::where_is(name.clone()).expect("hook actor running");
+    let before = ActorRef::<WorkerMsg>::where_is(name.clone()).expect("hook worker running");
     let old_id = before.get_id();
-    before.cast(HookMsg::InjectPanic).expect("cast");
+    before.cast(WorkerMsg::InjectPanic).expect("cast");
     eventually(Duration::from_secs(10), || {
         let name = name.clone();
-        async move { ActorRef::<HookMsg>::where_is(name).is_some_and(|a| a.get_id() != old_id) }
+        async move { ActorRef::<WorkerMsg>::where_is(name).is_some_and(|a| a.get_id() != old_id) }
     })
     .await;
 
-    // Every event still arrives (at least once: one in flight at the panic may repeat).
-    eventually(Duration::from_secs(20), || async {
+    eventually(Duration::from_secs(30), || async {
         rx.event_ids().into_iter().collect::<HashSet<_>>() == ids
     })
     .await;
     eventually(Duration::from_secs(10), || async {
         let v = hook_view(&relay, "a").await;
-        v["deliveries"]["succeeded"] == 20 && v["deliveries"]["pending"] == 0
+        v["deliveries"]["succeeded"] == 30 && v["deliveries"]["pending"] == 0
     })
     .await;
+    // The cap held across the restart, as the receiver saw it.
     assert!(
-        rx.count() <= 22,
-        "only what was in flight at the panic may repeat: {} requests for 20 events",
+        rx.peak() <= 2,
+        "peak in flight {} with max_in_flight = 2",
+        rx.peak()
+    );
+    // The requests in flight at the panic finished and were recorded by the new
+    // incarnation: nothing was sent twice.
+    assert_eq!(
+        rx.count(),
+        30,
+        "{} requests for 30 events after one restart",
         rx.count()
     );
 

@@ -2,10 +2,13 @@
 //! the debouncer, the router, the history recorder and the supervisors that keep them running.
 #![forbid(unsafe_code)]
 
-pub mod debouncer;
+pub mod debounce;
+pub mod delivery;
 pub mod history;
 pub mod hooks;
 pub mod model;
+pub mod pathmap;
+pub mod plex;
 pub mod router;
 pub mod sources;
 pub mod store;

@@ -367,6 +367,43 @@ impl NormalizedEvent {
             params: BTreeMap::new(),
         }
     }
+
+    /// One event standing for a debounced group (a season pack): the newest event, with the
+    /// episodes, files and tags of every event in the group, each once, in arrival order.
+    /// `None` for an empty group.
+    pub fn merged(events: &[&NormalizedEvent]) -> Option<NormalizedEvent> {
+        let mut out = (*events.last()?).clone();
+        out.episodes.clear();
+        out.files.clear();
+        out.tags.clear();
+        for ev in events {
+            for e in &ev.episodes {
+                if !out
+                    .episodes
+                    .iter()
+                    .any(|x| (x.season, x.episode, &x.title) == (e.season, e.episode, &e.title))
+                {
+                    out.episodes.push(e.clone());
+                }
+            }
+            for f in &ev.files {
+                if !out
+                    .files
+                    .iter()
+                    .any(|x| x.path == f.path && x.deleted == f.deleted)
+                {
+                    out.files.push(f.clone());
+                }
+            }
+            for t in &ev.tags {
+                if !out.tags.contains(t) {
+                    out.tags.push(t.clone());
+                }
+            }
+            out.is_upgrade |= ev.is_upgrade;
+        }
+        Some(out)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,11 @@
-//! The router receives each committed event and decides where it goes: one delivery row per
-//! matching hook, committed (in batches) before the event counts as routed, then handed to
-//! each hook's actor. The Plex sync attaches here in a later issue.
+//! The router receives each committed event and decides where it goes. For every matching
+//! target (hooks and Plex servers alike): an immediate target gets one delivery row per
+//! event, committed (in batches) and handed to its worker; a debounced target (the Plex
+//! sync, a hook with `debounce`) gets the event added to a debounce group instead, stored by
+//! the debouncer. Only when both are stored does the event count as routed.
+//!
+//! Recovery goes through the same path, so a recovered event joins its debounce group with
+//! its original arrival time and keeps its quiet period.
 //!
 //! Progress is one persisted watermark: every stored event with `seq <= watermark` has been
 //! routed. The router keeps the set of routed events above it, and on each flush walks the
@@ -10,17 +15,49 @@
 //! the debouncer or router that lost mailbox messages) are loaded and routed by the sweep;
 //! at start, everything above the watermark is. Routing is therefore at-least-once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::hooks::actor::{HookMsg, Queued};
-use crate::hooks::delivery::CompiledHook;
+use crate::debounce::actor::DebouncerMsg;
+use crate::debounce::{DebounceConfig, DebounceKey};
+use crate::delivery::worker::WorkerMsg;
+use crate::delivery::Job;
+use crate::hooks::filter::CompiledFilter;
 use crate::hooks::signing::webhook_id;
-use crate::store::{now_ms, CommittedEvent, NewDelivery, Store};
+use crate::store::{now_ms, CommittedEvent, DebounceItem, NewDelivery, Store};
 use crate::system::Names;
+
+/// How the router reaches one target.
+#[derive(Clone, Debug)]
+pub struct RouteTarget {
+    /// The stored target name (a hook's name, or `plex:NAME`).
+    pub name: String,
+    /// The worker's registered actor name.
+    pub actor: String,
+    pub filter: Arc<CompiledFilter>,
+    /// Set for a debounced target: what it coalesces by, and its own quiet period.
+    pub debounce: Option<(DebounceKey, Option<Duration>)>,
+    /// TitleCardMaker's `interface_id`: events that carry one go only to the target with
+    /// the same id.
+    pub interface_id: Option<String>,
+}
+
+impl RouteTarget {
+    fn accepts(&self, ev: &crate::model::NormalizedEvent) -> bool {
+        if let (Some(want), Some(mine)) = (ev.params.get("interface_id"), &self.interface_id) {
+            if want != mine {
+                return false;
+            }
+        }
+        self.filter.matches(ev)
+    }
+}
+
+/// How long the router waits for the debouncer to store a batch's groups.
+const DEBOUNCE_CALL: Duration = Duration::from_secs(30);
 
 pub enum RouterMsg {
     Route(CommittedEvent),
@@ -36,7 +73,8 @@ pub enum RouterMsg {
 pub struct RouterArgs {
     pub store: Arc<dyn Store>,
     pub names: Names,
-    pub hooks: Arc<Vec<Arc<CompiledHook>>>,
+    pub targets: Arc<Vec<RouteTarget>>,
+    pub debounce: Arc<DebounceConfig>,
     /// How often unrouted events are swept, and how old they must be.
     pub sweep_every: Duration,
     pub sweep_age: Duration,
@@ -63,8 +101,9 @@ const PAGE: usize = 2000;
 pub struct RouterActor;
 
 impl RouterActor {
-    /// Creates the deliveries of a batch of events in one commit, hands them to the hook
-    /// actors, and only then counts the events as routed.
+    /// Creates the deliveries of a batch of events in one commit and has the debouncer store
+    /// the debounced ones, hands the deliveries to the workers, and only then counts the
+    /// events as routed.
     async fn route_batch(
         st: &mut RouterState,
         events: Vec<CommittedEvent>,
@@ -77,16 +116,36 @@ impl RouterActor {
             return Ok(());
         }
         let mut rows = Vec::new();
+        let mut items = Vec::new();
         for ev in &events {
-            let mut hooks = Vec::new();
-            for h in st.args.hooks.iter() {
-                if h.filter.matches(&ev.event) {
-                    rows.push(NewDelivery {
-                        event_seq: ev.seq,
-                        hook: h.cfg.name.clone(),
-                        webhook_id: webhook_id(&ev.id, &h.cfg.name),
-                    });
-                    hooks.push(h.cfg.name.as_str());
+            let mut now = Vec::new();
+            let mut later = Vec::new();
+            for t in st.args.targets.iter().filter(|t| t.accepts(&ev.event)) {
+                match t.debounce {
+                    None => {
+                        rows.push(NewDelivery {
+                            event_seq: ev.seq,
+                            hook: t.name.clone(),
+                            webhook_id: webhook_id(&ev.id, &t.name),
+                            group: None,
+                        });
+                        now.push(t.name.as_str());
+                    }
+                    Some((key, quiet)) => {
+                        let (quiet, max_wait) = st.args.debounce.resolve(quiet, &ev.event);
+                        for k in key.keys(&ev.id, &ev.event) {
+                            items.push(DebounceItem {
+                                target: t.name.clone(),
+                                key: k,
+                                event_seq: ev.seq,
+                                received_at_ms: ev.received_at_ms,
+                                quiet_ms: i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX),
+                                max_wait_ms: i64::try_from(max_wait.as_millis())
+                                    .unwrap_or(i64::MAX),
+                            });
+                        }
+                        later.push(t.name.as_str());
+                    }
                 }
             }
             tracing::info!(
@@ -94,7 +153,8 @@ impl RouterActor {
                 source = %ev.event.instance,
                 kind = %ev.event.kind,
                 event_type = %ev.event.event_type,
-                hooks = ?hooks,
+                targets = ?now,
+                debounced = ?later,
                 "event routed"
             );
         }
@@ -103,21 +163,37 @@ impl RouterActor {
         } else {
             st.args.store.create_deliveries(rows).await?
         };
-        let by_seq: std::collections::HashMap<i64, &Arc<_>> =
-            events.iter().map(|e| (e.seq, &e.event)).collect();
-        let mut by_hook: std::collections::HashMap<String, Vec<Queued>> =
-            std::collections::HashMap::new();
+        if !items.is_empty() {
+            let debouncer = ActorRef::<DebouncerMsg>::where_is(st.args.names.debouncer())
+                .ok_or("the debouncer is not running")?;
+            debouncer
+                .call(|r| DebouncerMsg::Add(items, r), Some(DEBOUNCE_CALL))
+                .await?
+                .success_or("the debouncer did not answer")?
+                .map_err(|e| format!("the debouncer could not store the groups: {e}"))?;
+        }
+        let by_seq: HashMap<i64, &Arc<_>> = events.iter().map(|e| (e.seq, &e.event)).collect();
+        let mut by_target: HashMap<String, Vec<Job>> = HashMap::new();
         for d in created {
             let event = by_seq.get(&d.event_seq).map(|e| Arc::clone(e));
-            by_hook
+            by_target
                 .entry(d.hook.clone())
                 .or_default()
-                .push(Queued { delivery: d, event });
+                .push(Job { delivery: d, event });
         }
-        for (hook, rows) in by_hook {
-            // A hook actor that is restarting loads these rows from the store itself.
-            if let Some(actor) = ActorRef::<HookMsg>::where_is(st.args.names.hook(&hook)) {
-                let _ = actor.cast(HookMsg::Deliver(rows));
+        let actors: HashMap<&str, &str> = st
+            .args
+            .targets
+            .iter()
+            .map(|t| (t.name.as_str(), t.actor.as_str()))
+            .collect();
+        for (target, jobs) in by_target {
+            // A worker that is restarting loads these rows from the store itself.
+            if let Some(actor) = actors
+                .get(target.as_str())
+                .and_then(|a| ActorRef::<WorkerMsg>::where_is(*a))
+            {
+                let _ = actor.cast(WorkerMsg::Deliver(jobs));
             }
         }
         for ev in &events {

@@ -3,18 +3,20 @@
 //! ```text
 //! relayarr            root supervisor
 //! ├── history         recorder (started first, stopped last)
-//! ├── plex            Plex/title-card sync supervisor (one child per Plex server, later)
+//! ├── plex            Plex/title-card sync supervisor
+//! │   └── plex:NAME   one delivery worker per [[plex]] server
 //! ├── hooks           outbound hook supervisor
-//! │   └── hook:NAME   one per configured hook
+//! │   └── hook:NAME   one delivery worker per [[hook]]
+//! ├── debouncer       open debounce groups (started before the router, which calls it)
 //! ├── router
-//! ├── debouncer
 //! ├── sources         supervisor
 //! │   └── source:NAME one per configured source
 //! └── pollers         *arr reconciliation supervisor (later)
 //! ```
 //!
 //! Children stop in reverse order, so ingress-facing actors stop before the router, and the
-//! history recorder stops last.
+//! history recorder stops last. Workers are drained (in parallel) before the tree stops:
+//! see [`drain_workers`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +24,21 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 
-use crate::debouncer::DebouncerActor;
+use std::collections::HashMap;
+
+use crate::debounce::actor::{DebouncerActor, DebouncerArgs};
+use crate::debounce::{DebounceConfig, DebounceKey};
+use crate::delivery::shared::Shared;
+use crate::delivery::worker::{DeliveryWorker, WorkerArgs, WorkerMsg};
+use crate::delivery::{Executor, TargetPolicy};
 use crate::history::{HistoryActor, HistoryArgs, HistoryConfig};
-use crate::hooks::actor::{HookActor, HookArgs};
 use crate::hooks::config::OutboundConfig;
 use crate::hooks::delivery::CompiledHook;
-use crate::router::{RouterActor, RouterArgs};
+use crate::hooks::executor::HookExecutor;
+use crate::pathmap::PathMapper;
+use crate::plex::config::PlexConfig;
+use crate::plex::executor::PlexExecutor;
+use crate::router::{RouteTarget, RouterActor, RouterArgs};
 use crate::sources::actor::{SourceActor, SourceArgs};
 use crate::sources::config::SourceConfig;
 use crate::store::Store;
@@ -76,6 +87,10 @@ impl Names {
     pub fn plex(&self) -> String {
         self.n("plex")
     }
+    /// The worker of one `[[plex]]` server; also its stored target name, without namespace.
+    pub fn plex_server(&self, name: &str) -> String {
+        self.n(&plex_target(name))
+    }
     pub fn pollers(&self) -> String {
         self.n("pollers")
     }
@@ -111,14 +126,120 @@ impl Clone for Supervisor {
     }
 }
 
+/// The stored target name of a Plex server: `plex:NAME` (hook names cannot contain `:`).
+pub fn plex_target(name: &str) -> String {
+    format!("plex:{name}")
+}
+
+/// One delivery target, ready to start: its worker's parts and how the router reaches it.
+#[derive(Clone)]
+pub struct TargetSpec {
+    /// `hook` or `plex`.
+    pub kind: &'static str,
+    pub route: RouteTarget,
+    pub policy: Arc<TargetPolicy>,
+    pub executor: Arc<dyn Executor>,
+    /// Lives as long as the relay: requests, limits and the writer survive restarts.
+    pub shared: Arc<Shared>,
+}
+
+impl TargetSpec {
+    /// An HTTP hook as a delivery target.
+    pub fn hook(
+        names: &Names,
+        hook: Arc<CompiledHook>,
+        store: &Arc<dyn Store>,
+        outbound: &OutboundConfig,
+        drain_grace: Duration,
+    ) -> Result<Self, String> {
+        let cfg = &hook.cfg;
+        let client = crate::hooks::net::client(cfg.timeout, outbound.strict)
+            .map_err(|e| format!("hook `{}`: cannot build its HTTP client: {e}", cfg.name))?;
+        let actor = names.hook(&cfg.name);
+        let route = RouteTarget {
+            name: cfg.name.clone(),
+            actor: actor.clone(),
+            filter: Arc::new(hook.filter.clone()),
+            debounce: cfg.debounce.map(|q| (cfg.debounce_key, Some(q))),
+            interface_id: None,
+        };
+        Ok(TargetSpec {
+            kind: "hook",
+            route,
+            policy: Arc::new(HookExecutor::policy(&hook, drain_grace)),
+            shared: Shared::new(cfg.name.clone(), actor),
+            executor: Arc::new(HookExecutor {
+                hook,
+                client,
+                store: Arc::clone(store),
+            }),
+        })
+    }
+}
+
+impl TargetSpec {
+    /// A Plex server as a delivery target. Also returns its executor, which the admin API
+    /// uses for the path-mapping dry run.
+    pub fn plex(
+        names: &Names,
+        cfg: &PlexConfig,
+        store: &Arc<dyn Store>,
+        source_rules: HashMap<String, PathMapper>,
+        drain_grace: Duration,
+    ) -> Result<(Self, Arc<PlexExecutor>), String> {
+        let target = plex_target(&cfg.name);
+        let filter = cfg
+            .events
+            .compile()
+            .map_err(|e| format!("plex `{}`: `events`: {e}", cfg.name))?;
+        let executor = Arc::new(
+            PlexExecutor::new(cfg.clone(), target.clone(), Arc::clone(store), source_rules)
+                .map_err(|e| e.to_string())?,
+        );
+        let actor = names.plex_server(&cfg.name);
+        let spec = TargetSpec {
+            kind: "plex",
+            route: RouteTarget {
+                name: target.clone(),
+                actor: actor.clone(),
+                filter: Arc::new(filter),
+                debounce: Some((DebounceKey::Folder, cfg.debounce)),
+                interface_id: cfg.interface_id.clone(),
+            },
+            policy: Arc::new(PlexExecutor::policy(cfg, &target, drain_grace)),
+            shared: Shared::new(target, actor),
+            executor: Arc::clone(&executor) as Arc<dyn Executor>,
+        };
+        Ok((spec, executor))
+    }
+}
+
+/// Tells every worker to start nothing new, and waits (up to `grace`, all in parallel) until
+/// their requests in flight have finished. Returns the targets that did not finish in time.
+pub async fn drain_workers(targets: &[TargetSpec], grace: Duration) -> Vec<String> {
+    let calls = targets.iter().map(|t| async move {
+        let w = ActorRef::<WorkerMsg>::where_is(t.route.actor.clone())?;
+        match w.call(WorkerMsg::Drain, Some(grace)).await {
+            Ok(ractor::rpc::CallResult::Success(())) => None,
+            _ => Some(t.route.name.clone()),
+        }
+    });
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// What the tree needs to start.
 #[derive(Clone)]
 pub struct SystemConfig {
     pub names: Names,
     pub store: Arc<dyn Store>,
     pub sources: Vec<Arc<SourceConfig>>,
-    pub hooks: Vec<Arc<CompiledHook>>,
-    pub outbound: OutboundConfig,
+    /// Hooks and Plex servers.
+    pub targets: Vec<TargetSpec>,
+    pub debounce: DebounceConfig,
     pub history: HistoryConfig,
     pub backoff: Backoff,
     pub stop_timeout: Duration,
@@ -162,21 +283,30 @@ pub async fn start_system(
             }) as Arc<dyn ChildSpec>
         })
         .collect();
-    let hooks: Vec<Arc<dyn ChildSpec>> = cfg
-        .hooks
+    let workers = |kind: &str| -> Vec<Arc<dyn ChildSpec>> {
+        cfg.targets
+            .iter()
+            .filter(|t| t.kind == kind)
+            .map(|t| {
+                Arc::new(ActorSpec {
+                    name: t.route.actor.clone(),
+                    actor: DeliveryWorker,
+                    args: WorkerArgs {
+                        policy: Arc::clone(&t.policy),
+                        kind: t.kind,
+                        executor: Arc::clone(&t.executor),
+                        store: Arc::clone(&cfg.store),
+                        names: names.clone(),
+                        shared: Arc::clone(&t.shared),
+                    },
+                }) as Arc<dyn ChildSpec>
+            })
+            .collect()
+    };
+    let actors: HashMap<String, String> = cfg
+        .targets
         .iter()
-        .map(|h| {
-            Arc::new(ActorSpec {
-                name: names.hook(&h.cfg.name),
-                actor: HookActor,
-                args: HookArgs {
-                    hook: Arc::clone(h),
-                    store: Arc::clone(&cfg.store),
-                    names: names.clone(),
-                    outbound: cfg.outbound.clone(),
-                },
-            }) as Arc<dyn ChildSpec>
-        })
+        .map(|t| (t.route.name.clone(), t.route.actor.clone()))
         .collect();
     let children: Vec<Arc<dyn ChildSpec>> = vec![
         Arc::new(ActorSpec {
@@ -187,23 +317,27 @@ pub async fn start_system(
                 cfg: cfg.history.clone(),
             },
         }),
-        supervisor(names.plex(), &cfg, Vec::new()),
-        supervisor(names.hooks(), &cfg, hooks),
+        supervisor(names.plex(), &cfg, workers("plex")),
+        supervisor(names.hooks(), &cfg, workers("hook")),
+        Arc::new(ActorSpec {
+            name: names.debouncer(),
+            actor: DebouncerActor,
+            args: DebouncerArgs {
+                store: Arc::clone(&cfg.store),
+                targets: Arc::new(actors),
+            },
+        }),
         Arc::new(ActorSpec {
             name: names.router(),
             actor: RouterActor,
             args: RouterArgs {
                 store: Arc::clone(&cfg.store),
                 names: names.clone(),
-                hooks: Arc::new(cfg.hooks.clone()),
+                targets: Arc::new(cfg.targets.iter().map(|t| t.route.clone()).collect()),
+                debounce: Arc::new(cfg.debounce.clone()),
                 sweep_every: cfg.sweep_every,
                 sweep_age: cfg.sweep_age,
             },
-        }),
-        Arc::new(ActorSpec {
-            name: names.debouncer(),
-            actor: DebouncerActor,
-            args: names.clone(),
         }),
         supervisor(names.sources(), &cfg, sources),
         supervisor(names.pollers(), &cfg, Vec::new()),

@@ -69,6 +69,15 @@ pub struct HookConfig {
     /// Start disabled with `enabled = false`.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Coalesce events into one message per burst: wait until no matching event arrived for
+    /// this long (e.g. `"15s"`; `[debounce]` per-source and per-kind overrides apply on
+    /// top, and `[debounce] max_wait` caps the wait). Unset: one message per event, at once.
+    #[serde(default, with = "humantime_serde")]
+    pub debounce: Option<Duration>,
+    /// What a debounced hook coalesces by: `download_id` (default: one message per grab,
+    /// such as a season pack), `folder`, or `series`.
+    #[serde(default)]
+    pub debounce_key: crate::debounce::DebounceKey,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -235,6 +235,10 @@ pub enum AttemptClass {
     Fatal,
     /// 410: the receiver is gone for good; disable the hook.
     Gone,
+    /// Our configuration is refused (a Plex token answered 401): the work stays pending,
+    /// is tried again later, and does not count toward auto-disable. Never an HTTP hook's
+    /// class: a hook's 401 is the receiver's answer, and fails the delivery.
+    Blocked,
 }
 
 /// Classifies an attempt by its HTTP status; `None` is a transport error or timeout.

@@ -1,7 +1,7 @@
 //! The per-source actor. It owns one source's configuration, and for each request
 //! authenticates, decodes and normalises it (pure functions), then hands the commit to a
 //! spawned task so the mailbox never waits on the disk. Only after the store has committed
-//! does the request get its answer and the event go on to the debouncer.
+//! does the request get its answer and the event go on to the router.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,9 +14,9 @@ use super::auth::{authenticate, AuthConfig, AuthError};
 use super::config::SourceConfig;
 use super::decode::decode_body;
 use super::{normalise, ParseError, ParserOptions};
-use crate::debouncer::DebouncerMsg;
 use crate::history::HistoryMsg;
 use crate::model::NormalizedEvent;
+use crate::router::RouterMsg;
 use crate::store::{Appended, CommittedEvent, NewEvent, Rejection, Store, StoreError};
 use crate::system::Names;
 
@@ -225,13 +225,13 @@ async fn commit(
                     received_at_ms,
                     event,
                 };
-                match ActorRef::<DebouncerMsg>::where_is(names.debouncer()) {
-                    Some(d) => {
-                        let _ = d.cast(DebouncerMsg::Committed(committed));
+                match ActorRef::<RouterMsg>::where_is(names.router()) {
+                    Some(r) => {
+                        let _ = r.cast(RouterMsg::Route(committed));
                     }
                     None => tracing::warn!(
                         event_id = %appended.id,
-                        "debouncer unavailable; the router's recovery sweep will route this event"
+                        "router unavailable; its recovery sweep will route this event"
                     ),
                 }
             } else {

@@ -25,4 +25,9 @@ pub struct SourceConfig {
     /// Tautulli only: which keys of your webhook JSON template hold which values.
     #[serde(default)]
     pub tautulli: TautulliMapping,
+    /// Rewrites from this sender's view of a path (a Windows Sonarr's `D:\TV`, another
+    /// container's mount) to the common one that `[[plex]] path_rules` start from, in
+    /// order: the first match applies.
+    #[serde(default)]
+    pub path_rules: Vec<crate::pathmap::PathRewrite>,
 }

@@ -118,16 +118,29 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// A delivery to create: one per (event, matching hook).
-#[derive(Clone, Debug)]
-pub struct NewDelivery {
-    pub event_seq: i64,
-    pub hook: String,
-    /// Stable per (event, hook): the same on every retry and after restarts.
-    pub webhook_id: String,
+/// A group of events that the debouncer coalesced into one delivery: its key (a folder, an
+/// item, a download id) and the events, in commit order. Stored as the delivery's payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub key: String,
+    pub seqs: Vec<i64>,
 }
 
-/// A pending delivery, as a hook actor holds it.
+/// A delivery to create: one per (event, matching target), or one per debounced group.
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    /// The event (for a group: its first event).
+    pub event_seq: i64,
+    /// The target's name as stored: a hook's name, or `plex:NAME`.
+    pub hook: String,
+    /// Stable per (event, target), or per (group, target): the same on every retry and after
+    /// restarts. Unique per target, which makes creating a delivery idempotent.
+    pub webhook_id: String,
+    /// Set for a debounced group.
+    pub group: Option<Group>,
+}
+
+/// A pending delivery, as a worker holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
     pub id: i64,
@@ -138,6 +151,8 @@ pub struct Delivery {
     pub webhook_id: String,
     /// Attempts made so far.
     pub attempts: u32,
+    /// Set for a debounced group: every event it covers.
+    pub group: Option<Group>,
 }
 
 /// The outcome of an attempt, as written to the delivery row.
@@ -207,6 +222,47 @@ pub struct HookOverrides {
     pub burst: Option<u32>,
 }
 
+/// Which deliveries a replay makes pending again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplayScope {
+    /// Every delivery of this event (by event id), groups that include it too.
+    Event(String),
+    /// Deliveries created at or after this time (unix ms).
+    Since(i64),
+    /// These delivery ids.
+    Ids(Vec<i64>),
+}
+
+/// One event waiting in a debounce group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebounceItem {
+    pub target: String,
+    pub key: String,
+    pub event_seq: i64,
+    pub received_at_ms: i64,
+    /// The quiet period and max wait that applied when the event arrived.
+    pub quiet_ms: i64,
+    pub max_wait_ms: i64,
+}
+
+/// A debounce group that is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FireGroup {
+    pub target: String,
+    pub webhook_id: String,
+    pub group: Group,
+}
+
+/// A title card applied to a Plex item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedCard {
+    pub target: String,
+    pub rating_key: String,
+    pub card_sha: String,
+    /// What the card is for, for people: `Show (2020) S01E05`.
+    pub item: String,
+}
+
 /// Delivery counts of one hook.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct DeliveryCounts {
@@ -217,8 +273,9 @@ pub struct DeliveryCounts {
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The database refused or failed an operation (the backend's own message).
+    #[error("database: {0}")]
+    Backend(String),
     #[error("store is closed")]
     Closed,
     #[error("stored event {id} is corrupt: {reason}")]
@@ -295,17 +352,39 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         event_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Attempt>, StoreError>>;
-    /// Re-queues every delivery of an event (pending, due now). Returns the hooks concerned.
-    fn replay_event<'a>(
+    /// Makes a target's deliveries in `scope` pending again, due now. Returns their ids.
+    /// Only the target's worker calls this, in order with its outcome writes.
+    fn requeue_deliveries<'a>(
+        &'a self,
+        target: &'a str,
+        scope: ReplayScope,
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
+    /// The targets that have a delivery of this event (a group's included).
+    fn delivery_targets<'a>(
         &'a self,
         event_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
-    /// Re-queues a hook's deliveries created since `since_ms`. Returns how many.
-    fn replay_hook_since<'a>(
+    /// Adds events to debounce groups. Items that already exist (fired or not) are ignored,
+    /// so routing an event twice never makes a second group. Returns the items added.
+    fn add_debounce_items(
+        &self,
+        items: Vec<DebounceItem>,
+    ) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>>;
+    /// Items not yet fired, to rebuild the debouncer's groups after a restart.
+    fn pending_debounce_items(&self) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>>;
+    /// Fires a group in one transaction: creates its delivery and marks its items fired.
+    /// Returns the delivery, or `None` if it already existed.
+    fn fire_group(&self, fire: FireGroup) -> BoxFuture<'_, Result<Option<Delivery>, StoreError>>;
+    /// Forgets fired items of events at or below `upto_seq` (routed for good).
+    fn prune_debounce(&self, upto_seq: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// The card last applied to a Plex item (its SHA-256), if any.
+    fn applied_card<'a>(
         &'a self,
-        hook: &'a str,
-        since_ms: i64,
-    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+        target: &'a str,
+        rating_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    /// Remembers that a card was applied to a Plex item.
+    fn record_card(&self, card: AppliedCard) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Delivery counts of one hook.
     fn delivery_counts<'a>(
         &'a self,

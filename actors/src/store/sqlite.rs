@@ -20,8 +20,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    rfc3339_ms, Appended, Attempt, CommittedEvent, Delivery, DeliveryCounts, DeliveryUpdate,
-    HookOverrides, NewDelivery, NewEvent, Rejection, Store, StoreConfig, StoreError, StoredEvent,
+    rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, DebounceItem, Delivery,
+    DeliveryCounts, DeliveryUpdate, FireGroup, Group, HookOverrides, NewDelivery, NewEvent,
+    Rejection, ReplayScope, Store, StoreConfig, StoreError, StoredEvent,
 };
 use crate::model::NormalizedEvent;
 
@@ -100,6 +101,52 @@ CREATE TABLE hook_overrides (
     state      TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // One delivery engine for hooks and Plex: a delivery may cover a debounced group of
+    // events (`payload`), so uniqueness moves from (event, hook) to (target, stable id).
+    r#"
+CREATE TABLE deliveries_v3 (
+    id              INTEGER PRIMARY KEY,
+    event_seq       INTEGER NOT NULL,
+    hook            TEXT    NOT NULL,
+    webhook_id      TEXT    NOT NULL,
+    state           TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    payload         TEXT,
+    UNIQUE (hook, webhook_id)
+);
+INSERT INTO deliveries_v3 (id, event_seq, hook, webhook_id, state, attempts, next_attempt_at,
+    created_at, updated_at, last_status, last_error)
+  SELECT id, event_seq, hook, webhook_id, state, attempts, next_attempt_at, created_at,
+    updated_at, last_status, last_error FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v3 RENAME TO deliveries;
+CREATE INDEX deliveries_due ON deliveries (hook, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_hook_created ON deliveries (hook, created_at);
+CREATE INDEX deliveries_event ON deliveries (event_seq);
+CREATE TABLE debounce_items (
+    target       TEXT    NOT NULL,
+    key          TEXT    NOT NULL,
+    event_seq    INTEGER NOT NULL,
+    received_at  INTEGER NOT NULL,
+    quiet_ms     INTEGER NOT NULL,
+    max_wait_ms  INTEGER NOT NULL,
+    fired        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (target, key, event_seq)
+) WITHOUT ROWID;
+CREATE TABLE plex_cards (
+    target      TEXT    NOT NULL,
+    rating_key  TEXT    NOT NULL,
+    card_sha    TEXT    NOT NULL,
+    item        TEXT    NOT NULL,
+    applied_at  INTEGER NOT NULL,
+    PRIMARY KEY (target, rating_key)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// How many commands may wait for the writer before callers are made to wait.
@@ -166,8 +213,11 @@ enum WriteCmd {
     UpdateDeliveries(Vec<DeliveryUpdate>, Reply<()>),
     Attempts(Vec<Attempt>, Reply<()>),
     Prune(i64, u64, Reply<u64>),
-    ReplayEvent(String, Reply<Vec<String>>),
-    ReplayHook(String, i64, Reply<u64>),
+    Requeue(String, ReplayScope, Reply<Vec<i64>>),
+    AddDebounce(Vec<DebounceItem>, Reply<Vec<DebounceItem>>),
+    Fire(FireGroup, Reply<Option<Delivery>>),
+    PruneDebounce(i64, Reply<u64>),
+    RecordCard(AppliedCard, Reply<()>),
     SaveHookState(HookOverrides, Reply<()>),
     Rejections(Vec<Rejection>, Reply<()>),
     Close(Reply<()>),
@@ -635,11 +685,27 @@ impl Writer {
                     WriteCmd::Prune(older, keep, reply) => {
                         done.push(Done::Count(reply, prune(&tx, older, keep)));
                     }
-                    WriteCmd::ReplayEvent(id, reply) => {
-                        done.push(Done::Hooks(reply, replay_event(&tx, &id, now)));
+                    WriteCmd::Requeue(target, scope, reply) => {
+                        done.push(Done::Ids(reply, requeue(&tx, &target, &scope, now)));
                     }
-                    WriteCmd::ReplayHook(hook, since, reply) => {
-                        done.push(Done::Count(reply, replay_hook(&tx, &hook, since, now)));
+                    WriteCmd::AddDebounce(items, reply) => {
+                        done.push(Done::Items(reply, add_debounce(&tx, items)));
+                    }
+                    WriteCmd::Fire(fire, reply) => {
+                        done.push(Done::Fired(reply, fire_group(&tx, &fire, now)));
+                    }
+                    WriteCmd::PruneDebounce(upto, reply) => {
+                        let r = tx
+                            .prepare_cached(
+                                "DELETE FROM debounce_items WHERE fired = 1 AND event_seq <= ?1",
+                            )
+                            .and_then(|mut st| st.execute([upto]))
+                            .map(|n| n as u64)
+                            .map_err(StoreError::from);
+                        done.push(Done::Count(reply, r));
+                    }
+                    WriteCmd::RecordCard(card, reply) => {
+                        done.push(Done::Unit(reply, record_card(&tx, &card, now)));
                     }
                     WriteCmd::SaveHookState(state, reply) => {
                         done.push(Done::Unit(reply, save_hook_overrides(&tx, &state)));
@@ -767,7 +833,15 @@ enum Done {
     Unit(Reply<()>, Result<(), StoreError>),
     Deliveries(Reply<Vec<Delivery>>, Result<Vec<Delivery>, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
-    Hooks(Reply<Vec<String>>, Result<Vec<String>, StoreError>),
+    Ids(Reply<Vec<i64>>, Result<Vec<i64>, StoreError>),
+    Items(
+        Reply<Vec<DebounceItem>>,
+        Result<Vec<DebounceItem>, StoreError>,
+    ),
+    Fired(
+        Reply<Option<Delivery>>,
+        Result<Option<Delivery>, StoreError>,
+    ),
 }
 
 impl Done {
@@ -784,7 +858,9 @@ impl Done {
             Done::Unit(reply, r) => send(reply, r, commit_err),
             Done::Deliveries(reply, r) => send(reply, r, commit_err),
             Done::Count(reply, r) => send(reply, r, commit_err),
-            Done::Hooks(reply, r) => send(reply, r, commit_err),
+            Done::Ids(reply, r) => send(reply, r, commit_err),
+            Done::Items(reply, r) => send(reply, r, commit_err),
+            Done::Fired(reply, r) => send(reply, r, commit_err),
         }
     }
 }
@@ -858,12 +934,14 @@ fn create_deliveries(
 ) -> Result<Vec<Delivery>, StoreError> {
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO deliveries (event_seq, hook, webhook_id, state, attempts, \
-         next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4)",
+         next_attempt_at, created_at, updated_at, payload) \
+         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4, ?5)",
     )?;
     let mut event = tx.prepare_cached("SELECT id, received_at FROM events WHERE seq = ?1")?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        if insert.execute(params![r.event_seq, r.hook, r.webhook_id, now])? == 0 {
+        let payload = r.group.as_ref().map(encode_group).transpose()?;
+        if insert.execute(params![r.event_seq, r.hook, r.webhook_id, now, payload])? == 0 {
             continue; // already exists: replays and recovery sweeps are idempotent
         }
         let id = tx.last_insert_rowid();
@@ -877,9 +955,30 @@ fn create_deliveries(
             hook: r.hook.clone(),
             webhook_id: r.webhook_id.clone(),
             attempts: 0,
+            group: r.group.clone(),
         });
     }
     Ok(out)
+}
+
+fn encode_group(g: &Group) -> Result<String, StoreError> {
+    serde_json::to_string(g).map_err(|e| StoreError::Backend(format!("group {}: {e}", g.key)))
+}
+
+fn decode_group(payload: Option<String>) -> rusqlite::Result<Option<Group>> {
+    payload
+        .map(|p| {
+            serde_json::from_str(&p).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+            })
+        })
+        .transpose()
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
 }
 
 fn update_deliveries(
@@ -968,34 +1067,118 @@ fn prune(
     Ok(n as u64)
 }
 
-fn replay_event(
+fn requeue(
     tx: &rusqlite::Transaction<'_>,
-    event_id: &str,
+    target: &str,
+    scope: &ReplayScope,
     now: i64,
-) -> Result<Vec<String>, StoreError> {
-    let mut stmt = tx.prepare_cached(
-        "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2, \
-         updated_at = ?2 WHERE event_seq = (SELECT seq FROM events WHERE id = ?1) RETURNING hook",
-    )?;
-    let hooks = stmt
-        .query_map(params![event_id, now], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    Ok(hooks)
+) -> Result<Vec<i64>, StoreError> {
+    const SET: &str = "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2, \
+                       updated_at = ?2 WHERE hook = ?1";
+    let mut ids = Vec::new();
+    match scope {
+        ReplayScope::Event(event_id) => {
+            // The event's own deliveries, and the groups that include it (their payload
+            // lists its seq; groups are few, so scanning the target's groups is fine).
+            let seq: Option<i64> = tx
+                .prepare_cached("SELECT seq FROM events WHERE id = ?1")?
+                .query_row([event_id], |r| r.get(0))
+                .optional()?;
+            let Some(seq) = seq else { return Ok(ids) };
+            let mut stmt = tx.prepare_cached(&format!(
+                "{SET} AND (event_seq = ?3 OR (payload IS NOT NULL AND EXISTS \
+                 (SELECT 1 FROM json_each(payload, '$.seqs') WHERE value = ?3))) RETURNING id"
+            ))?;
+            for id in stmt.query_map(params![target, now, seq], |r| r.get(0))? {
+                ids.push(id?);
+            }
+        }
+        ReplayScope::Since(since) => {
+            let mut stmt =
+                tx.prepare_cached(&format!("{SET} AND created_at >= ?3 RETURNING id"))?;
+            for id in stmt.query_map(params![target, now, since], |r| r.get(0))? {
+                ids.push(id?);
+            }
+        }
+        ReplayScope::Ids(list) => {
+            let mut stmt = tx.prepare_cached(&format!("{SET} AND id = ?3 RETURNING id"))?;
+            for want in list {
+                for id in stmt.query_map(params![target, now, want], |r| r.get(0))? {
+                    ids.push(id?);
+                }
+            }
+        }
+    }
+    Ok(ids)
 }
 
-fn replay_hook(
+fn add_debounce(
     tx: &rusqlite::Transaction<'_>,
-    hook: &str,
-    since: i64,
+    items: Vec<DebounceItem>,
+) -> Result<Vec<DebounceItem>, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO debounce_items (target, key, event_seq, received_at, quiet_ms, \
+         max_wait_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut added = Vec::with_capacity(items.len());
+    for it in items {
+        let n = stmt.execute(params![
+            it.target,
+            it.key,
+            it.event_seq,
+            it.received_at_ms,
+            it.quiet_ms,
+            it.max_wait_ms
+        ])?;
+        if n > 0 {
+            added.push(it);
+        }
+    }
+    Ok(added)
+}
+
+fn fire_group(
+    tx: &rusqlite::Transaction<'_>,
+    fire: &FireGroup,
     now: i64,
-) -> Result<u64, StoreError> {
-    let n = tx
-        .prepare_cached(
-            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?3, \
-             updated_at = ?3 WHERE hook = ?1 AND created_at >= ?2",
-        )?
-        .execute(params![hook, since, now])?;
-    Ok(n as u64)
+) -> Result<Option<Delivery>, StoreError> {
+    let first = fire.group.seqs.first().copied().ok_or_else(|| {
+        StoreError::Backend(format!("debounce group {} has no events", fire.group.key))
+    })?;
+    let mut mark = tx.prepare_cached(
+        "UPDATE debounce_items SET fired = 1 WHERE target = ?1 AND key = ?2 AND event_seq = ?3",
+    )?;
+    for seq in &fire.group.seqs {
+        mark.execute(params![fire.target, fire.group.key, seq])?;
+    }
+    let row = NewDelivery {
+        event_seq: first,
+        hook: fire.target.clone(),
+        webhook_id: fire.webhook_id.clone(),
+        group: Some(fire.group.clone()),
+    };
+    Ok(create_deliveries(tx, std::slice::from_ref(&row), now)?
+        .into_iter()
+        .next())
+}
+
+fn record_card(
+    tx: &rusqlite::Transaction<'_>,
+    card: &AppliedCard,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO plex_cards (target, rating_key, card_sha, item, applied_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        card.target,
+        card.rating_key,
+        card.card_sha,
+        card.item,
+        now
+    ])?;
+    Ok(())
 }
 
 fn save_hook_overrides(
@@ -1239,8 +1422,8 @@ impl Store for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT d.id, d.event_seq, e.id, e.received_at, d.hook, d.webhook_id, d.attempts \
-                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                "SELECT d.id, d.event_seq, e.id, e.received_at, d.hook, d.webhook_id, d.attempts, \
+                 d.payload FROM deliveries d JOIN events e ON e.seq = d.event_seq \
                  WHERE d.hook = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2 \
                  ORDER BY d.next_attempt_at, d.id LIMIT ?3",
             )?;
@@ -1253,6 +1436,7 @@ impl Store for SqliteStore {
                     hook: r.get(4)?,
                     webhook_id: r.get(5)?,
                     attempts: r.get(6)?,
+                    group: decode_group(r.get(7)?)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -1312,22 +1496,92 @@ impl Store for SqliteStore {
         .boxed()
     }
 
-    fn replay_event<'a>(
+    fn requeue_deliveries<'a>(
+        &'a self,
+        target: &'a str,
+        scope: ReplayScope,
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
+        let target = target.to_owned();
+        self.send(move |r| WriteCmd::Requeue(target, scope, r))
+            .boxed()
+    }
+
+    fn delivery_targets<'a>(
         &'a self,
         event_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
         let id = event_id.to_owned();
-        self.send(|r| WriteCmd::ReplayEvent(id, r)).boxed()
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT DISTINCT d.hook FROM events e JOIN deliveries d ON d.event_seq = e.seq \
+                 WHERE e.id = ?1 \
+                 UNION SELECT DISTINCT d.hook FROM events e JOIN deliveries d \
+                 ON d.payload IS NOT NULL AND EXISTS \
+                 (SELECT 1 FROM json_each(d.payload, '$.seqs') WHERE value = e.seq) \
+                 WHERE e.id = ?1",
+            )?;
+            let rows = stmt.query_map([id], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+        .boxed()
     }
 
-    fn replay_hook_since<'a>(
-        &'a self,
-        hook: &'a str,
-        since_ms: i64,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        let hook = hook.to_owned();
-        self.send(move |r| WriteCmd::ReplayHook(hook, since_ms, r))
+    fn add_debounce_items(
+        &self,
+        items: Vec<DebounceItem>,
+    ) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>> {
+        self.send(|r| WriteCmd::AddDebounce(items, r)).boxed()
+    }
+
+    fn pending_debounce_items(&self) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT target, key, event_seq, received_at, quiet_ms, max_wait_ms \
+                 FROM debounce_items WHERE fired = 0 ORDER BY event_seq",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(DebounceItem {
+                    target: r.get(0)?,
+                    key: r.get(1)?,
+                    event_seq: r.get(2)?,
+                    received_at_ms: r.get(3)?,
+                    quiet_ms: r.get(4)?,
+                    max_wait_ms: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .boxed()
+    }
+
+    fn fire_group(&self, fire: FireGroup) -> BoxFuture<'_, Result<Option<Delivery>, StoreError>> {
+        self.send(|r| WriteCmd::Fire(fire, r)).boxed()
+    }
+
+    fn prune_debounce(&self, upto_seq: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.send(move |r| WriteCmd::PruneDebounce(upto_seq, r))
             .boxed()
+    }
+
+    fn applied_card<'a>(
+        &'a self,
+        target: &'a str,
+        rating_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let (target, key) = (target.to_owned(), rating_key.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT card_sha FROM plex_cards WHERE target = ?1 AND rating_key = ?2",
+                )?
+                .query_row([target, key], |r| r.get(0))
+                .optional()?)
+        })
+        .boxed()
+    }
+
+    fn record_card(&self, card: AppliedCard) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(|r| WriteCmd::RecordCard(card, r)).boxed()
     }
 
     fn delivery_counts<'a>(

@@ -1,0 +1,250 @@
+//! The debouncer actor: owns the open groups and their store rows. The router adds events
+//! (and waits for them to be stored); a timer fires the groups that are due, each as one
+//! delivery handed to its target's worker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+
+use super::coalesce::{Coalescer, Due};
+use super::group_delivery_id;
+use crate::delivery::worker::WorkerMsg;
+use crate::delivery::Job;
+use crate::store::{now_ms, DebounceItem, FireGroup, Group, Store};
+
+/// How long a group whose fire failed waits before it is tried again.
+const FIRE_RETRY: Duration = Duration::from_secs(1);
+/// A safety tick; the real timer is set for the next group due.
+const TICK: Duration = Duration::from_secs(1);
+/// How often fired rows of routed events are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub enum DebouncerMsg {
+    /// Events for debounced targets, already committed. Answered once their group rows are
+    /// stored, with how many were new.
+    Add(Vec<DebounceItem>, RpcReplyPort<Result<usize, String>>),
+    /// Fire the groups that are due.
+    Tick,
+    Stats(RpcReplyPort<DebounceStats>),
+}
+
+/// What the admin API shows about the debouncer.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct DebounceStats {
+    pub open_groups: usize,
+    /// Events added since start.
+    pub debounced: u64,
+    /// Events that joined a group that was already open.
+    pub coalesced: u64,
+    pub fired: u64,
+    pub groups: Vec<OpenGroup>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct OpenGroup {
+    pub target: String,
+    pub key: String,
+    pub events: usize,
+    pub first_at_ms: i64,
+    pub due_at_ms: i64,
+}
+
+#[derive(Clone)]
+pub struct DebouncerArgs {
+    pub store: Arc<dyn Store>,
+    /// Stored target name → the worker's registered actor name.
+    pub targets: Arc<HashMap<String, String>>,
+}
+
+pub struct DebouncerState {
+    args: DebouncerArgs,
+    groups: Coalescer,
+    /// Wall clock at start plus monotonic time since: immune to clock jumps, and it follows
+    /// tokio's paused time in tests.
+    wall0: i64,
+    inst0: tokio::time::Instant,
+    next_tick: Option<i64>,
+    last_prune: i64,
+    stats: DebounceStats,
+}
+
+impl DebouncerState {
+    fn now(&self) -> i64 {
+        self.wall0 + i64::try_from(self.inst0.elapsed().as_millis()).unwrap_or(i64::MAX / 4)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DebouncerActor;
+
+impl DebouncerActor {
+    /// Sets a timer for the next group due, unless an earlier one is set.
+    fn schedule(me: &ActorRef<DebouncerMsg>, st: &mut DebouncerState) {
+        let Some(due) = st.groups.next_due() else {
+            return;
+        };
+        if st.next_tick.is_some_and(|t| t <= due) {
+            return;
+        }
+        st.next_tick = Some(due);
+        let delay = Duration::from_millis(u64::try_from(due - st.now()).unwrap_or(0));
+        me.send_after(delay, || DebouncerMsg::Tick);
+    }
+
+    async fn fire(st: &mut DebouncerState, due: Due) {
+        let Some(first) = due.seqs.first().copied() else {
+            return;
+        };
+        let fire = FireGroup {
+            target: due.target.clone(),
+            webhook_id: group_delivery_id(&due.target, &due.key, first),
+            group: Group {
+                key: due.key.clone(),
+                seqs: due.seqs.clone(),
+            },
+        };
+        match st.args.store.fire_group(fire).await {
+            Ok(created) => {
+                st.stats.fired += 1;
+                tracing::info!(
+                    target_name = %due.target,
+                    key = %due.key,
+                    events = due.seqs.len(),
+                    waited_ms = st.now() - due.first_at,
+                    "debounce group fired"
+                );
+                let Some(delivery) = created else { return };
+                let actor = st.args.targets.get(&due.target);
+                // A worker that is restarting loads the row from the store itself.
+                if let Some(w) = actor.and_then(|a| ActorRef::<WorkerMsg>::where_is(a.clone())) {
+                    let _ = w.cast(WorkerMsg::Deliver(vec![Job {
+                        delivery,
+                        event: None,
+                    }]));
+                }
+            }
+            Err(error) => {
+                tracing::error!(target_name = %due.target, key = %due.key, %error, "could not fire a debounce group; retrying");
+                let retry_at = st.now() + FIRE_RETRY.as_millis() as i64;
+                st.groups.restore(due, retry_at);
+            }
+        }
+    }
+}
+
+impl Actor for DebouncerActor {
+    type Msg = DebouncerMsg;
+    type State = DebouncerState;
+    type Arguments = DebouncerArgs;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<DebouncerMsg>,
+        args: DebouncerArgs,
+    ) -> Result<DebouncerState, ActorProcessingErr> {
+        let pending = args.store.pending_debounce_items().await?;
+        let mut groups = Coalescer::default();
+        for it in &pending {
+            groups.add(it);
+        }
+        if !pending.is_empty() {
+            tracing::info!(
+                events = pending.len(),
+                groups = groups.len(),
+                "debouncer: restored open groups from the store"
+            );
+        }
+        let wall0 = now_ms();
+        Ok(DebouncerState {
+            args,
+            groups,
+            wall0,
+            inst0: tokio::time::Instant::now(),
+            next_tick: None,
+            last_prune: wall0,
+            stats: DebounceStats::default(),
+        })
+    }
+
+    async fn post_start(
+        &self,
+        me: ActorRef<DebouncerMsg>,
+        st: &mut DebouncerState,
+    ) -> Result<(), ActorProcessingErr> {
+        me.send_interval(TICK, || DebouncerMsg::Tick);
+        let _ = me.cast(DebouncerMsg::Tick);
+        Self::schedule(&me, st);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        me: ActorRef<DebouncerMsg>,
+        msg: DebouncerMsg,
+        st: &mut DebouncerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DebouncerMsg::Add(items, reply) => {
+                match st.args.store.add_debounce_items(items).await {
+                    Ok(added) => {
+                        for it in &added {
+                            st.stats.debounced += 1;
+                            if st.groups.add(it) {
+                                st.stats.coalesced += 1;
+                            }
+                        }
+                        let _ = reply.send(Ok(added.len()));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error.to_string()));
+                    }
+                }
+                Self::schedule(&me, st);
+            }
+            DebouncerMsg::Tick => {
+                let now = st.now();
+                if st.next_tick.is_some_and(|t| t <= now) {
+                    st.next_tick = None;
+                }
+                for due in st.groups.take_due(now) {
+                    Self::fire(st, due).await;
+                }
+                if now - st.last_prune >= PRUNE_EVERY.as_millis() as i64 {
+                    st.last_prune = now;
+                    let store = Arc::clone(&st.args.store);
+                    match store.routed_watermark().await {
+                        Ok(w) => {
+                            if let Err(error) = store.prune_debounce(w).await {
+                                tracing::warn!(%error, "could not prune fired debounce rows");
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "could not read the routing watermark")
+                        }
+                    }
+                }
+                Self::schedule(&me, st);
+            }
+            DebouncerMsg::Stats(reply) => {
+                let mut stats = st.stats.clone();
+                stats.open_groups = st.groups.len();
+                stats.groups = st
+                    .groups
+                    .groups()
+                    .map(|((target, key), g)| OpenGroup {
+                        target: target.clone(),
+                        key: key.clone(),
+                        events: g.seqs.len(),
+                        first_at_ms: g.first_at,
+                        due_at_ms: g.due_at,
+                    })
+                    .collect();
+                let _ = reply.send(stats);
+            }
+        }
+        Ok(())
+    }
+}

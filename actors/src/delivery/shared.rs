@@ -1,0 +1,284 @@
+//! What a target keeps across restarts of its worker, and its ordered writer.
+//!
+//! A worker that panics is replaced by a new incarnation, but the requests the old one
+//! started keep running. They are counted here (`in_flight`), so the new incarnation never
+//! exceeds the cap and never reloads a row that is still being sent; their results arrive
+//! on a channel that lives here too, so the new incarnation records them. The rate limiter
+//! and the limits live here as well: a restart admits no fresh burst and loses no runtime
+//! change that is still on its way to the store.
+//!
+//! The writer is one task per target that performs the target's store work in order:
+//! outcomes (retried until they are written, never dropped), replays, saved limits, and
+//! loads of pending rows. A load therefore runs after every outcome queued before it, so it
+//! never returns a row whose outcome is still being written as if it were pending.
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, RateLimiter};
+use ractor::{ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+
+use super::worker::WorkerMsg;
+use super::{AttemptClass, AttemptResult, Job, Rate};
+use crate::store::{now_ms, DeliveryUpdate, HookOverrides, ReplayScope, Store, StoreError};
+
+/// A finished attempt, waiting for the worker to record it.
+pub struct Finished {
+    pub job: Job,
+    pub class: AttemptClass,
+    pub result: AttemptResult,
+}
+
+/// Runtime limits of a target (tunable through the admin API, persisted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_in_flight: NonZeroU32,
+    pub rate: Option<Rate>,
+    pub burst: NonZeroU32,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+}
+
+/// Counters shown in the admin API; they survive restarts of the worker.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub attempts: u64,
+    pub consecutive_failures: u32,
+    pub blocked: Option<String>,
+}
+
+#[derive(Default)]
+pub struct SharedState {
+    /// Deliveries with a request running, whichever incarnation started it.
+    pub in_flight: HashSet<i64>,
+    /// Deliveries whose outcome is decided but not yet written.
+    pub unwritten: HashSet<i64>,
+    /// Written outcomes the worker has not yet seen (it may have been restarting).
+    pub flushed: Vec<i64>,
+    pub limits: Option<Limits>,
+    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    pub counters: Counters,
+}
+
+impl SharedState {
+    pub fn busy(&self, id: i64) -> bool {
+        self.in_flight.contains(&id) || self.unwritten.contains(&id)
+    }
+
+    /// Rebuilds the limiter for the current limits. A swapped-in limiter is pre-drained
+    /// (`drain`): a fresh governor limiter admits a full burst at once, which would let a
+    /// runtime change exceed the new rate.
+    pub fn rebuild_limiter(&mut self, drain: bool) {
+        let Some(l) = &self.limits else { return };
+        let burst = l.burst;
+        self.limiter = l.rate.map(|r| {
+            let limiter = RateLimiter::direct(r.quota(Some(burst)));
+            if drain {
+                let _ = limiter.check_n(burst);
+            }
+            Arc::new(limiter)
+        });
+    }
+}
+
+/// One store operation of a target, performed in order by its writer.
+pub enum WriteOp {
+    Outcomes(Vec<DeliveryUpdate>),
+    Overrides(HookOverrides),
+    /// Make deliveries pending again; the ids go back to the worker as `Replayed`.
+    Requeue(ReplayScope, Option<RpcReplyPort<Result<usize, String>>>),
+    /// Load up to this many due rows; they go back to the worker as `Loaded`.
+    Load(usize),
+    /// Answered once every operation before it is done.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// State of one target that outlives its worker's incarnations. Held in the worker's
+/// arguments, which the supervisor keeps for restarts.
+pub struct Shared {
+    /// The stored target name.
+    pub target: String,
+    /// The worker's registered actor name (looked up on every use: it changes on restart).
+    pub actor: String,
+    state: Mutex<SharedState>,
+    results_tx: mpsc::UnboundedSender<Finished>,
+    results_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>,
+    writer: OnceLock<mpsc::UnboundedSender<WriteOp>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl Shared {
+    pub fn new(target: impl Into<String>, actor: impl Into<String>) -> Arc<Self> {
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        Arc::new(Shared {
+            target: target.into(),
+            actor: actor.into(),
+            state: Mutex::new(SharedState::default()),
+            results_tx,
+            results_rx: tokio::sync::Mutex::new(results_rx),
+            writer: OnceLock::new(),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight.len()
+    }
+
+    /// Where finished attempts go; any incarnation may send.
+    pub fn results(&self) -> mpsc::UnboundedSender<Finished> {
+        self.results_tx.clone()
+    }
+
+    pub fn results_rx(&self) -> &tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>> {
+        &self.results_rx
+    }
+
+    /// Tells the current incarnation, whichever it is.
+    pub fn notify(&self, msg: WorkerMsg) {
+        if let Some(w) = ActorRef::<WorkerMsg>::where_is(self.actor.clone()) {
+            let _ = w.cast(msg);
+        }
+    }
+
+    /// Queues a store operation. The writer task starts with the first one.
+    pub fn write(self: &Arc<Self>, store: &Arc<dyn Store>, op: WriteOp) {
+        let tx = self.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_writer(Arc::downgrade(self), Arc::clone(store), rx));
+            tx
+        });
+        if tx.send(op).is_err() {
+            tracing::error!(target_name = %self.target, "delivery writer is gone; the operation is dropped");
+        }
+    }
+}
+
+/// First delay after a failed write; doubles up to [`WRITE_RETRY_MAX`].
+const WRITE_RETRY_BASE: Duration = Duration::from_millis(50);
+const WRITE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Retries a write until it succeeds or the store is closed (shutdown: the rows stay pending,
+/// and are delivered again after the next start, with the same id). Dropping an outcome
+/// would resend a delivery that already succeeded.
+async fn until_written<T, F, Fut>(target: &str, what: &str, mut f: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = WRITE_RETRY_BASE;
+    let mut failures = 0u32;
+    loop {
+        match f().await {
+            Ok(v) => {
+                if failures > 0 {
+                    tracing::info!(target_name = %target, what, failures, "store write succeeded after retries");
+                }
+                return Ok(v);
+            }
+            Err(StoreError::Closed) => return Err(StoreError::Closed),
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(target_name = %target, what, %error, failures, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(WRITE_RETRY_MAX);
+            }
+        }
+    }
+}
+
+async fn run_writer(
+    shared: Weak<Shared>,
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<WriteOp>,
+) {
+    let mut next: Option<WriteOp> = None;
+    loop {
+        let op = match next.take() {
+            Some(op) => op,
+            None => match rx.recv().await {
+                Some(op) => op,
+                None => return,
+            },
+        };
+        let Some(sh) = shared.upgrade() else { return };
+        let target = sh.target.clone();
+        match op {
+            WriteOp::Outcomes(mut updates) => {
+                // Consecutive outcome batches become one write.
+                while let Ok(op) = rx.try_recv() {
+                    match op {
+                        WriteOp::Outcomes(more) => updates.extend(more),
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                let ids: Vec<i64> = updates.iter().map(DeliveryUpdate::id).collect();
+                let res = until_written(&target, "delivery outcomes", || {
+                    store.update_deliveries(updates.clone())
+                })
+                .await;
+                if let Err(error) = res {
+                    tracing::warn!(target_name = %target, %error, outcomes = ids.len(), "outcomes not recorded; those deliveries will be sent again after a restart");
+                    continue;
+                }
+                sh.lock().flushed.extend(ids);
+                sh.notify(WorkerMsg::Flushed);
+            }
+            WriteOp::Overrides(state) => {
+                let res = until_written(&target, "target limits", || {
+                    store.save_hook_overrides(state.clone())
+                })
+                .await;
+                if let Err(error) = res {
+                    tracing::error!(target_name = %target, %error, "could not persist the target's limits");
+                }
+            }
+            WriteOp::Requeue(scope, reply) => {
+                let res = store.requeue_deliveries(&target, scope).await;
+                match res {
+                    Ok(ids) => {
+                        if let Some(r) = reply {
+                            let _ = r.send(Ok(ids.len()));
+                        }
+                        sh.notify(WorkerMsg::Replayed(ids));
+                    }
+                    Err(error) => {
+                        tracing::error!(target_name = %target, %error, "replay failed");
+                        if let Some(r) = reply {
+                            let _ = r.send(Err(error.to_string()));
+                        }
+                    }
+                }
+            }
+            WriteOp::Load(limit) => match store.due_deliveries(&target, now_ms(), limit).await {
+                Ok(rows) => sh.notify(WorkerMsg::Loaded(rows, limit)),
+                Err(error) => {
+                    tracing::error!(target_name = %target, %error, "could not load pending deliveries");
+                    sh.notify(WorkerMsg::Loaded(Vec::new(), limit));
+                }
+            },
+            WriteOp::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
