@@ -694,7 +694,14 @@ auth = { token = "t" }
     #[test]
     fn config_example_documents_every_key() {
         let defaults = toml::Value::try_from(Config::default()).expect("serialise defaults");
-        for section in ["server", "store", "supervision", "outbound", "history"] {
+        for section in [
+            "server",
+            "store",
+            "supervision",
+            "outbound",
+            "history",
+            "debounce",
+        ] {
             let keys = defaults[section].as_table().expect("table").keys();
             for key in keys {
                 let written = format!("\n{key} = ");
@@ -715,6 +722,53 @@ auth = { token = "t" }
             .expect("uncommented hook block is valid");
         assert_eq!(cfg.hooks[0].name, "discord-tv");
         assert_eq!(cfg.hooks[0].max_in_flight.get(), 2);
+    }
+
+    #[test]
+    fn config_example_plex_block_parses_when_uncommented() {
+        let block = uncommented_example_block("# [[plex]]");
+        let cfg = load(&block, &[])
+            .map_err(messages)
+            .expect("uncommented plex block is valid");
+        let p = &cfg.plex[0];
+        assert_eq!(p.name, "home");
+        assert_eq!(p.max_in_flight.get(), 2);
+        assert_eq!(p.path_rules.len(), 2);
+        assert!(p.cards.as_ref().is_some_and(|c| c.lock));
+    }
+
+    #[test]
+    fn config_example_windows_source_block_parses_when_uncommented() {
+        let block = uncommented_example_block("# [[source]]\n# name = \"sonarr-windows\"");
+        let cfg = load(&block, &[])
+            .map_err(messages)
+            .expect("uncommented source block is valid");
+        assert_eq!(cfg.sources[0].path_rules.len(), 2);
+    }
+
+    #[test]
+    fn config_plex_token_from_env_file_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("plex_token");
+        std::fs::write(&f, "plex-token-from-a-file\n").expect("write");
+        let text = "[[plex]]\nname = \"home-1\"\nurl = \"http://plex:32400\"\n";
+        let cfg = load(
+            text,
+            &[(
+                "RELAYARR_PLEX__HOME_1__TOKEN_FILE",
+                f.to_str().expect("utf8"),
+            )],
+        )
+        .map_err(messages)
+        .expect("token from the file");
+        let token = cfg.plex[0].token.as_ref().expect("token");
+        assert_eq!(token.expose(), "plex-token-from-a-file");
+        let bad =
+            "[[plex]]\nname = \"a b\"\nurl = \"ftp://x?y=1\"\npath_rules = [{ to = \"/x\" }]\n";
+        let msg = messages(load(bad, &[]).expect_err("invalid plex"));
+        for needle in ["plex[0]", ".name", ".token", ".url", ".path_rules"] {
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+        }
     }
 
     #[test]

@@ -630,7 +630,7 @@ async fn admin_map_path(
     let library = get("library");
     let mut out = Vec::new();
     for p in &st.inner.plex {
-        out.push(p.explain(&source, &path, library.as_deref()).await);
+        out.push(p.view().explain(&source, &path, library.as_deref()).await);
     }
     Ok(Json(json!({ "source": source, "path": path, "plex": out })).into_response())
 }

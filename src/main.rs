@@ -37,6 +37,19 @@ enum Cmd {
     },
     /// Validate a config file (with RELAYARR_* overrides) and print every problem.
     CheckConfig { file: PathBuf },
+    /// Show how a sender's path maps to each Plex server: the path Plex sees, the folder
+    /// scanned, the library section chosen, and why.
+    MapPath {
+        /// The `name` of the [[source]] that sends this path.
+        source: String,
+        /// The path as that sender writes it, e.g. "D:\TV\Show\Season 01\x.mkv".
+        path: String,
+        /// Restrict the section to this library (title or key), as Aura's ?library= does.
+        #[arg(long)]
+        library: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Send a sample event to one hook and print the status, latency and response.
     TestHook {
         /// The hook's `name`.
@@ -112,6 +125,27 @@ async fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Cmd::MapPath {
+            source,
+            path,
+            library,
+            config,
+        } => {
+            let cfg = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match relayarr::map_path::map_path(&cfg, &source, &path, library.as_deref()).await {
+                Ok(explains) => {
+                    print!("{}", relayarr::map_path::render(&explains));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("relayarr: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
         Cmd::TestHook { name, config } => {
             let cfg = match load(config.as_deref()) {
                 Ok(c) => c,

@@ -25,11 +25,12 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
 use super::cards::{read_card, CardItem, CardLocator, CardRef};
-use super::client::{EpisodeWant, Item, PlexClient, PlexError, Section, WireFormat, TYPE_EPISODE};
-use super::config::{PlexConfig, PlexFormat};
+use super::client::{EpisodeWant, Item, PlexError, Section, TYPE_EPISODE};
+use super::config::PlexConfig;
+use super::view::{section_views, PlexView};
 use crate::delivery::{AttemptClass, AttemptResult, Executor, Job, RetryPolicy, TargetPolicy};
 use crate::model::{EventKind, NormalizedEvent};
-use crate::pathmap::{normalise, parent_folder, pick_section, PathMapper, SectionView};
+use crate::pathmap::{normalise, parent_folder, pick_section, PathMapper};
 use crate::store::{now_ms, AppliedCard, CommittedEvent, Store};
 
 /// Largest title card fetched from a URL.
@@ -40,15 +41,12 @@ pub struct PlexExecutor {
     cfg: PlexConfig,
     /// Stored target name (`plex:NAME`).
     target: String,
-    client: PlexClient,
+    /// The client, the path rules and the cached sections.
+    view: Arc<PlexView>,
     /// For cards given by URL.
     http: reqwest::Client,
     store: Arc<dyn Store>,
-    server_rules: PathMapper,
-    /// Per-source rules, applied before the server's.
-    source_rules: HashMap<String, PathMapper>,
     cards: Option<Arc<CardLocator>>,
-    sections: tokio::sync::Mutex<Option<(Instant, Vec<Section>)>>,
 }
 
 /// Why a Plex target cannot be built.
@@ -146,26 +144,9 @@ impl PlexExecutor {
             key,
             problem,
         };
-        let token = cfg
-            .token
-            .as_ref()
-            .map(|t| t.expose().to_owned())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                invalid(
-                    "token",
-                    "is required; set it, or RELAYARR_PLEX__NAME__TOKEN(_FILE)".into(),
-                )
-            })?;
-        let format = match cfg.format {
-            PlexFormat::Json => WireFormat::Json,
-            PlexFormat::Xml => WireFormat::Xml,
-        };
-        let client = PlexClient::new(&cfg.url, token, cfg.timeout, format)
-            .map_err(|e| invalid("url", e.to_string()))?
-            .with_file_filter(cfg.file_filter);
-        let server_rules = PathMapper::try_new(&cfg.path_rules)
-            .map_err(|e| invalid("path_rules", e.to_string()))?;
+        let view = Arc::new(
+            PlexView::new(&cfg, source_rules).map_err(|(key, problem)| invalid(key, problem))?,
+        );
         let cards = cfg
             .cards
             .as_ref()
@@ -180,15 +161,17 @@ impl PlexExecutor {
             .map_err(|e| invalid("cards", format!("cannot build an HTTP client: {e}")))?;
         Ok(PlexExecutor {
             target,
-            client,
+            view,
             http,
             store,
-            server_rules,
-            source_rules,
             cards,
-            sections: tokio::sync::Mutex::new(None),
             cfg,
         })
+    }
+
+    /// The client, path rules and sections, shared with the path-mapping dry run.
+    pub fn view(&self) -> Arc<PlexView> {
+        Arc::clone(&self.view)
     }
 
     /// The engine's view of this server's config. Retries back off from `retry_base` to
@@ -206,64 +189,6 @@ impl PlexExecutor {
             disable_after: 0,
             enabled: cfg.enabled,
             drain_grace,
-        }
-    }
-
-    /// A sender's path as this server sees it: the source's rules, then the server's.
-    pub fn map_path(&self, source: &str, path: &str) -> (String, Vec<String>) {
-        let mut explain = Vec::new();
-        let mut p = path.to_owned();
-        if let Some(rules) = self.source_rules.get(source).filter(|r| !r.is_empty()) {
-            let m = rules.map(&p);
-            explain.push(format!("source `{source}` rules:"));
-            explain.extend(m.explain.iter().map(|l| format!("  {l}")));
-            p = m.output;
-        }
-        let m = self.server_rules.map(&p);
-        explain.push(format!("plex `{}` rules:", self.cfg.name));
-        explain.extend(m.explain.iter().map(|l| format!("  {l}")));
-        (m.output, explain)
-    }
-
-    /// The library sections, read again every `sections_every` (or when `force`).
-    pub async fn sections(&self, force: bool) -> Result<Vec<Section>, PlexError> {
-        let mut cached = self.sections.lock().await;
-        if let Some((at, s)) = cached.as_ref() {
-            if !force && at.elapsed() < self.cfg.sections_every {
-                return Ok(s.clone());
-            }
-        }
-        let fresh = self.client.sections().await?;
-        tracing::info!(plex = %self.cfg.name, sections = fresh.len(), "plex library sections read");
-        *cached = Some((Instant::now(), fresh.clone()));
-        Ok(fresh)
-    }
-
-    /// The path-mapping dry run: the mapped path, the section chosen, and why.
-    pub async fn explain(&self, source: &str, path: &str, library: Option<&str>) -> PathExplain {
-        let (mapped, mut explain) = self.map_path(source, path);
-        let folder = parent_folder(&mapped);
-        let (section, why) = match self.sections(false).await {
-            Ok(sections) => {
-                let views = section_views(&sections, library);
-                let choice = pick_section(&mapped, &views, None);
-                (
-                    choice
-                        .section
-                        .map(|s| format!("{} (key {})", s.title, s.key)),
-                    choice.explain,
-                )
-            }
-            Err(e) => (None, vec![format!("cannot read Plex's sections: {e}")]),
-        };
-        explain.extend(why);
-        PathExplain {
-            plex: self.cfg.name.clone(),
-            input: path.to_owned(),
-            mapped,
-            scan_folder: folder,
-            section,
-            explain,
         }
     }
 
@@ -301,6 +226,7 @@ impl PlexExecutor {
     ) -> Result<Section, Outcome> {
         for force in [false, true] {
             let sections = self
+                .view
                 .sections(force)
                 .await
                 .map_err(|e| Outcome::from_plex(&e, "reading the library sections"))?;
@@ -332,7 +258,7 @@ impl PlexExecutor {
         report: &mut Report,
     ) -> Outcome {
         let first = &events[0].event;
-        let (plex_folder, _) = self.map_path(&first.instance, folder);
+        let (plex_folder, _) = self.view.map_path(&first.instance, folder);
         let library = events
             .iter()
             .find_map(|e| e.event.params.get("library").cloned());
@@ -344,7 +270,7 @@ impl PlexExecutor {
             Ok(s) => s,
             Err(o) => return o,
         };
-        if let Err(e) = self.client.scan(&section.key, &plex_folder).await {
+        if let Err(e) = self.view.client.scan(&section.key, &plex_folder).await {
             return Outcome::from_plex(&e, "asking Plex to scan");
         }
         report.line(format!(
@@ -374,6 +300,7 @@ impl PlexExecutor {
                 })
                 .collect();
             let found = match self
+                .view
                 .client
                 .find_episodes(&section.key, Some(&show_folder), &ews)
                 .await
@@ -435,7 +362,7 @@ impl PlexExecutor {
         if self.cards.is_none() {
             return Outcome::done();
         }
-        let item = match self.client.metadata(rating_key).await {
+        let item = match self.view.client.metadata(rating_key).await {
             Ok(Some(i)) => i,
             Ok(None) if overdue => {
                 return Outcome::fatal(format!("Plex has no item {rating_key}"));
@@ -445,7 +372,7 @@ impl PlexExecutor {
         };
         let episodes = match item.kind.as_str() {
             "episode" => vec![item],
-            "show" | "season" => match self.client.all_leaves(rating_key).await {
+            "show" | "season" => match self.view.client.all_leaves(rating_key).await {
                 Ok(l) => l,
                 Err(e) => return Outcome::from_plex(&e, "listing the item's episodes"),
             },
@@ -453,7 +380,7 @@ impl PlexExecutor {
         };
         let ev = &events[0].event;
         let media = ev.media.as_ref();
-        let sections = match self.sections(false).await {
+        let sections = match self.view.sections(false).await {
             Ok(s) => s,
             Err(e) => return Outcome::from_plex(&e, "reading the library sections"),
         };
@@ -518,7 +445,7 @@ impl PlexExecutor {
                 if normalise(&parent_folder(&f.path)) != normalise(folder) {
                     continue;
                 }
-                let (plex_file, _) = self.map_path(&ev.instance, &f.path);
+                let (plex_file, _) = self.view.map_path(&ev.instance, &f.path);
                 for (season, episode) in episodes_of_file(ev, live.len(), i, &f.path) {
                     if out.iter().any(|w| {
                         (w.card_item.season, w.card_item.episode) == (Some(season), Some(episode))
@@ -553,7 +480,7 @@ impl PlexExecutor {
     /// `Season N`/`Specials` folder, else the folder itself.
     fn show_folder(&self, ev: &NormalizedEvent, plex_folder: &str) -> String {
         if let Some(p) = ev.media.as_ref().and_then(|m| m.path.as_deref()) {
-            return self.map_path(&ev.instance, p).0;
+            return self.view.map_path(&ev.instance, p).0;
         }
         let last = plex_folder
             .rsplit('/')
@@ -592,12 +519,14 @@ impl PlexExecutor {
             report.line(format!("{label}: card already on item {}", item.rating_key));
             return Ok(());
         }
-        self.client
+        self.view
+            .client
             .upload_poster(&item.rating_key, bytes, ctype)
             .await
             .map_err(|e| Outcome::from_plex(&e, "uploading the title card"))?;
         if locator.lock() {
-            self.client
+            self.view
+                .client
                 .lock_thumb(&section.key, &item.rating_key, TYPE_EPISODE)
                 .await
                 .map_err(|e| Outcome::from_plex(&e, "locking the poster"))?;
@@ -608,7 +537,8 @@ impl PlexExecutor {
                 .iter()
                 .any(|l| l.eq_ignore_ascii_case("overlay"))
         {
-            self.client
+            self.view
+                .client
                 .remove_label(&section.key, &item.rating_key, TYPE_EPISODE, "Overlay")
                 .await
                 .map_err(|e| Outcome::from_plex(&e, "removing the Overlay label"))?;
@@ -665,31 +595,6 @@ impl PlexExecutor {
             }
         }
     }
-}
-
-/// What a mapping dry run shows.
-#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
-pub struct PathExplain {
-    pub plex: String,
-    pub input: String,
-    pub mapped: String,
-    /// The folder a file at this path gets scanned as.
-    pub scan_folder: String,
-    pub section: Option<String>,
-    pub explain: Vec<String>,
-}
-
-fn section_views(sections: &[Section], library: Option<&str>) -> Vec<SectionView> {
-    sections
-        .iter()
-        .filter(|s| library.is_none_or(|l| s.title.eq_ignore_ascii_case(l) || s.key == l))
-        .map(|s| SectionView {
-            key: s.key.clone(),
-            title: s.title.clone(),
-            kind: s.kind.clone(),
-            locations: s.locations.clone(),
-        })
-        .collect()
 }
 
 /// Which kind of section an event's files belong in.

@@ -6,3 +6,4 @@ pub mod cards;
 pub mod client;
 pub mod config;
 pub mod executor;
+pub mod view;
