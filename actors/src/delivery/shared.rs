@@ -28,6 +28,8 @@ use crate::store::{now_ms, DeliveryUpdate, HookOverrides, ReplayScope, Store, St
 /// A finished attempt, waiting for the worker to record it.
 pub struct Finished {
     pub job: Job,
+    /// Deliveries of the same debounce group that this attempt covered.
+    pub riders: Vec<crate::store::Delivery>,
     pub class: AttemptClass,
     pub result: AttemptResult,
 }
@@ -57,6 +59,8 @@ pub struct Counters {
 pub struct SharedState {
     /// Deliveries with a request running, whichever incarnation started it.
     pub in_flight: HashSet<i64>,
+    /// Deliveries riding along with one in flight (same debounce group).
+    pub riding: HashSet<i64>,
     /// Deliveries whose outcome is decided but not yet written.
     pub unwritten: HashSet<i64>,
     /// Written outcomes the worker has not yet seen (it may have been restarting).
@@ -68,7 +72,7 @@ pub struct SharedState {
 
 impl SharedState {
     pub fn busy(&self, id: i64) -> bool {
-        self.in_flight.contains(&id) || self.unwritten.contains(&id)
+        self.in_flight.contains(&id) || self.riding.contains(&id) || self.unwritten.contains(&id)
     }
 
     /// Rebuilds the limiter for the current limits. A swapped-in limiter is pre-drained

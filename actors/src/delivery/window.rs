@@ -81,6 +81,29 @@ impl Window {
         Some(job)
     }
 
+    /// Takes the queued deliveries of the debounce group `key` out of the window: they ride
+    /// along with the one of that key starting now (one partial scan of a folder covers
+    /// every group of that folder that is still waiting, e.g. after Plex was down).
+    pub fn take_same_group(&mut self, key: &str) -> Vec<Job> {
+        let mut riders = Vec::new();
+        let mut i = 0;
+        while i < self.queue.len() {
+            let same = self.queue[i]
+                .delivery
+                .group
+                .as_ref()
+                .is_some_and(|g| g.key == key);
+            match same.then(|| self.queue.remove(i)).flatten() {
+                Some(job) => {
+                    self.known.remove(&job.delivery.id);
+                    riders.push(job);
+                }
+                None => i += 1,
+            }
+        }
+        riders
+    }
+
     /// Worth asking the store for more: rows wait there, or the window is running low.
     pub fn wants_load(&self) -> bool {
         self.queue.len() < self.cap && (self.overflow || self.queue.len() < self.cap / 2)
@@ -156,6 +179,38 @@ mod tests {
         assert!(w.pop().is_none());
         // Popped ids may come back later (a retry loaded from the store).
         assert_eq!(w.offer(job(1), |_| false), Offer::Queued);
+    }
+
+    #[test]
+    fn window_same_group_deliveries_ride_along() {
+        let grouped = |id: i64, key: &str| {
+            let mut j = job(id);
+            j.delivery.group = Some(crate::store::Group {
+                key: key.into(),
+                seqs: vec![id],
+            });
+            j
+        };
+        let mut w = Window::new(10);
+        for j in [
+            grouped(1, "folder:/a"),
+            job(2),
+            grouped(3, "folder:/b"),
+            grouped(4, "folder:/a"),
+        ] {
+            w.offer(j, |_| false);
+        }
+        let first = w.pop().expect("job");
+        assert_eq!(first.delivery.id, 1);
+        let riders: Vec<i64> = w
+            .take_same_group("folder:/a")
+            .iter()
+            .map(|j| j.delivery.id)
+            .collect();
+        assert_eq!(riders, vec![4]);
+        assert_eq!(w.len(), 2, "other keys and plain deliveries stay");
+        // A rider left the window: it may be offered again later (say, as a retry).
+        assert_eq!(w.offer(grouped(4, "folder:/a"), |_| false), Offer::Queued);
     }
 
     #[test]

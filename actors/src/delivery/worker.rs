@@ -222,10 +222,14 @@ impl DeliveryWorker {
                     break;
                 }
             }
-            let Some(job) = st.window.pop() else { break };
+            let Some(mut job) = st.window.pop() else {
+                break;
+            };
+            let riders = Self::riders(st, &mut job);
             {
                 let mut sh = st.shared().lock();
                 sh.in_flight.insert(job.delivery.id);
+                sh.riding.extend(riders.iter().map(|d| d.id));
                 sh.counters.attempts += 1;
             }
             let executor = Arc::clone(&st.args.executor);
@@ -234,13 +238,41 @@ impl DeliveryWorker {
                 let (class, result) = executor.attempt(&job).await;
                 // The results channel belongs to the target, not to this incarnation: after a
                 // restart the new worker records this outcome.
-                let _ = shared.results().send(Finished { job, class, result });
+                let _ = shared.results().send(Finished {
+                    job,
+                    riders,
+                    class,
+                    result,
+                });
                 shared.notify(WorkerMsg::Reap);
             });
         }
         if st.window.overflow() && st.window.wants_load() {
             Self::load(st);
         }
+    }
+
+    /// Queued deliveries of the same debounce group ride along with `job`: its attempt covers
+    /// their events too, and its outcome is theirs.
+    fn riders(st: &mut WorkerState, job: &mut Job) -> Vec<Delivery> {
+        let Some(group) = job.delivery.group.as_mut() else {
+            return Vec::new();
+        };
+        let riders: Vec<Delivery> = st
+            .window
+            .take_same_group(&group.key)
+            .into_iter()
+            .map(|j| j.delivery)
+            .collect();
+        for r in &riders {
+            for seq in r.group.iter().flat_map(|g| g.seqs.iter()) {
+                if !group.seqs.contains(seq) {
+                    group.seqs.push(*seq);
+                }
+            }
+        }
+        group.seqs.sort_unstable();
+        riders
     }
 
     fn load(st: &mut WorkerState) {
@@ -263,68 +295,77 @@ impl DeliveryWorker {
         let mut updates = Vec::with_capacity(finished.len());
         let history = ActorRef::<HistoryMsg>::where_is(st.args.names.history());
         for f in finished {
-            let d = &f.job.delivery;
-            let shared = Arc::clone(st.shared());
-            let decision = {
-                let mut sh = shared.lock();
-                sh.in_flight.remove(&d.id);
-                sh.unwritten.insert(d.id);
-                let cx = Context {
-                    consecutive_failures: sh.counters.consecutive_failures,
-                    now_ms: now_ms(),
-                    jitter: rand::random(),
-                    replay_requested: st.replay_after.remove(&d.id),
-                };
-                let decision = decide(d, f.class, &f.result, &st.args.policy, cx);
-                let c = &mut sh.counters;
-                c.consecutive_failures = decision.consecutive_failures;
-                match decision.tally {
-                    Tally::Succeeded => {
-                        c.succeeded += 1;
-                        c.blocked = None;
+            let riders = f.riders.iter().map(|d| (d, false));
+            for (d, primary) in std::iter::once((&f.job.delivery, true)).chain(riders) {
+                let shared = Arc::clone(st.shared());
+                let decision = {
+                    let mut sh = shared.lock();
+                    if primary {
+                        sh.in_flight.remove(&d.id);
+                    } else {
+                        sh.riding.remove(&d.id);
                     }
-                    Tally::Retried => c.retried += 1,
-                    Tally::Failed => c.failed += 1,
-                    Tally::Blocked => c.blocked = f.result.error.clone(),
+                    sh.unwritten.insert(d.id);
+                    let cx = Context {
+                        consecutive_failures: sh.counters.consecutive_failures,
+                        now_ms: now_ms(),
+                        jitter: rand::random(),
+                        replay_requested: st.replay_after.remove(&d.id),
+                    };
+                    let decision = decide(d, f.class, &f.result, &st.args.policy, cx);
+                    let c = &mut sh.counters;
+                    if primary {
+                        // Riders shared the primary's one request: one failure, not several.
+                        c.consecutive_failures = decision.consecutive_failures;
+                    }
+                    match decision.tally {
+                        Tally::Succeeded => {
+                            c.succeeded += 1;
+                            c.blocked = None;
+                        }
+                        Tally::Retried => c.retried += 1,
+                        Tally::Failed => c.failed += 1,
+                        Tally::Blocked => c.blocked = f.result.error.clone(),
+                    }
+                    decision
+                };
+                let r = &f.result;
+                if decision.tally == Tally::Blocked {
+                    tracing::error!(target_name = %st.name(), event_id = %d.event_id, error = ?r.error, "target refused our configuration; the work stays pending");
                 }
-                decision
-            };
-            let r = &f.result;
-            if decision.tally == Tally::Blocked {
-                tracing::error!(target_name = %st.name(), event_id = %d.event_id, error = ?r.error, "target refused our configuration; the work stays pending");
+                tracing::debug!(
+                    target_name = %st.name(),
+                    event_id = %d.event_id,
+                    webhook_id = %d.webhook_id,
+                    attempt = d.attempts + 1,
+                    status = ?r.status,
+                    error = ?r.error,
+                    latency_ms = r.latency.as_millis() as u64,
+                    "delivery attempt"
+                );
+                if let Some(h) = &history {
+                    let _ = h.cast(HistoryMsg::Attempt(Attempt {
+                        delivery_id: d.id,
+                        hook: st.name().to_owned(),
+                        event_id: d.event_id.clone(),
+                        webhook_id: d.webhook_id.clone(),
+                        attempt: d.attempts + 1,
+                        started_at_ms: r.started_at_ms,
+                        latency_ms: u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX),
+                        status: r.status,
+                        error: r.error.clone(),
+                        request_excerpt: f.result.request_excerpt.clone(),
+                        response_excerpt: f.result.response_excerpt.clone(),
+                    }));
+                }
+                if let Some(delay) = decision.wake_in {
+                    st.wake_at(me, delay);
+                }
+                if let Some(reason) = decision.disable.filter(|_| primary) {
+                    st.disable(reason);
+                }
+                updates.push(decision.update);
             }
-            tracing::debug!(
-                target_name = %st.name(),
-                event_id = %d.event_id,
-                webhook_id = %d.webhook_id,
-                attempt = d.attempts + 1,
-                status = ?r.status,
-                error = ?r.error,
-                latency_ms = r.latency.as_millis() as u64,
-                "delivery attempt"
-            );
-            if let Some(h) = &history {
-                let _ = h.cast(HistoryMsg::Attempt(Attempt {
-                    delivery_id: d.id,
-                    hook: st.name().to_owned(),
-                    event_id: d.event_id.clone(),
-                    webhook_id: d.webhook_id.clone(),
-                    attempt: d.attempts + 1,
-                    started_at_ms: r.started_at_ms,
-                    latency_ms: u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX),
-                    status: r.status,
-                    error: r.error.clone(),
-                    request_excerpt: f.result.request_excerpt.clone(),
-                    response_excerpt: f.result.response_excerpt.clone(),
-                }));
-            }
-            if let Some(delay) = decision.wake_in {
-                st.wake_at(me, delay);
-            }
-            if let Some(reason) = decision.disable {
-                st.disable(reason);
-            }
-            updates.push(decision.update);
         }
         st.write(WriteOp::Outcomes(updates));
     }
