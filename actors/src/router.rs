@@ -27,6 +27,7 @@ use crate::delivery::worker::WorkerMsg;
 use crate::delivery::Job;
 use crate::hooks::filter::CompiledFilter;
 use crate::hooks::signing::webhook_id;
+use crate::plex::view::PlexView;
 use crate::store::{now_ms, CommittedEvent, DebounceItem, NewDelivery, Store};
 use crate::system::Names;
 
@@ -43,6 +44,9 @@ pub struct RouteTarget {
     /// TitleCardMaker's `interface_id`: events that carry one go only to the target with
     /// the same id.
     pub interface_id: Option<String>,
+    /// A Plex target: folder keys are the folders as Plex sees them, so a Linux and a
+    /// Windows Sonarr importing into the same folder share one group (and one scan).
+    pub plex: Option<Arc<PlexView>>,
 }
 
 impl RouteTarget {
@@ -134,6 +138,12 @@ impl RouterActor {
                     Some((key, quiet)) => {
                         let (quiet, max_wait) = st.args.debounce.resolve(quiet, &ev.event);
                         for k in key.keys(&ev.id, &ev.event) {
+                            let k = match (&t.plex, k.strip_prefix("folder:")) {
+                                (Some(view), Some(dir)) => {
+                                    format!("folder:{}", view.map_path(&ev.event.instance, dir).0)
+                                }
+                                _ => k,
+                            };
                             items.push(DebounceItem {
                                 target: t.name.clone(),
                                 key: k,

@@ -162,6 +162,7 @@ impl TargetSpec {
             filter: Arc::new(hook.filter.clone()),
             debounce: cfg.debounce.map(|q| (cfg.debounce_key, Some(q))),
             interface_id: None,
+            plex: None,
         };
         Ok(TargetSpec {
             kind: "hook",
@@ -205,6 +206,7 @@ impl TargetSpec {
                 filter: Arc::new(filter),
                 debounce: Some((DebounceKey::Folder, cfg.debounce)),
                 interface_id: cfg.interface_id.clone(),
+                plex: Some(executor.view()),
             },
             policy: Arc::new(PlexExecutor::policy(cfg, &target, drain_grace)),
             shared: Shared::new(target, actor),

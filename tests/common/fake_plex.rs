@@ -119,6 +119,8 @@ struct FakeItem {
     guids: Vec<String>,
     thumb_locked: bool,
     poster: Option<String>,
+    /// `year` (shows and movies: the release year).
+    year: Option<i32>,
 }
 
 impl FakeItem {
@@ -337,6 +339,7 @@ impl FakePlex {
                 added_seq: seq,
                 labels: Vec::new(),
                 guids: Vec::new(),
+                year: None,
                 thumb_locked: false,
                 poster: None,
             },
@@ -416,6 +419,7 @@ impl FakePlex {
                 added_seq: seq,
                 labels: Vec::new(),
                 guids: Vec::new(),
+                year: None,
                 thumb_locked: false,
                 poster: None,
             },
@@ -500,6 +504,13 @@ impl FakePlex {
     }
 
     /// Add a label (e.g. Kometa's `Overlay`) to an item.
+    /// Sets an item's `year` (a show's or movie's release year, as Plex lists it).
+    pub fn set_year(&self, rating_key: &str, year: i32) {
+        if let Some(item) = self.state().items.get_mut(rating_key) {
+            item.year = Some(year);
+        }
+    }
+
     pub fn add_label(&self, rating_key: &str, label: &str) {
         if let Some(item) = self.state().items.get_mut(rating_key) {
             item.labels.push(label.to_string());
@@ -1024,6 +1035,9 @@ fn item_el(st: &FakeState, item: &FakeItem, guids: bool, locations: bool) -> El 
     if let Some(episode) = item.episode {
         el = el.i("index", i64::from(episode));
     }
+    if let Some(year) = item.year {
+        el = el.i("year", i64::from(year));
+    }
     if item.poster.is_some() {
         el = el.s(
             "thumb",
@@ -1297,4 +1311,81 @@ fn edit_items(
         }
     }
     Reply::empty(StatusCode::OK)
+}
+
+// ------------------------------------------------------------------------ helpers added for
+// the Plex sync tests (`tests/plex_sync.rs`, `tests/plex_crash.rs`)
+
+/// A partial scan as seen by a [`ScanWatch`]: when it was first observed, its section and path.
+#[derive(Debug, Clone)]
+pub struct TimedScan {
+    /// When the watcher first saw the scan (within its poll interval of the request).
+    pub seen_at: Instant,
+    /// Section id.
+    pub section: String,
+    /// Decoded `path=`.
+    pub path: String,
+}
+
+/// Records the time of every accepted partial scan by polling [`FakePlex::scans`] every 2 ms.
+/// Stops when dropped.
+#[derive(Debug)]
+pub struct ScanWatch {
+    seen: Arc<Mutex<Vec<TimedScan>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScanWatch {
+    /// The scans seen so far, in order.
+    pub fn scans(&self) -> Vec<TimedScan> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for ScanWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakePlex {
+    /// Starts a [`ScanWatch`] on this server. Scans that happened before the call are
+    /// reported with the time of the call. (`clear_calls` must not be used while watching.)
+    pub fn watch_scans(&self) -> ScanWatch {
+        let seen: Arc<Mutex<Vec<TimedScan>>> = Arc::new(Mutex::new(Vec::new()));
+        let fake = self.clone();
+        let out = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let now = Instant::now();
+                let scans = fake.scans();
+                {
+                    let mut seen = out.lock().unwrap_or_else(|p| p.into_inner());
+                    let known = seen.len();
+                    for (section, path) in scans.into_iter().skip(known) {
+                        seen.push(TimedScan {
+                            seen_at: now,
+                            section,
+                            path,
+                        });
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        ScanWatch { seen, task }
+    }
+
+    /// The file `path` is back on disk for the item `rating_key` (e.g. Sonarr imported a new
+    /// file at the path of one it deleted). Plex keeps whatever it lists until a scan of the
+    /// folder runs. Returns false if the item is unknown.
+    pub fn restore_file(&self, rating_key: &str, path: &str) -> bool {
+        match self.state().items.get_mut(rating_key) {
+            Some(item) => {
+                item.disk_path = Some(path.to_string());
+                true
+            }
+            None => false,
+        }
+    }
 }

@@ -63,8 +63,12 @@ pub struct SharedState {
     pub riding: HashSet<i64>,
     /// Deliveries whose outcome is decided but not yet written.
     pub unwritten: HashSet<i64>,
-    /// Written outcomes the worker has not yet seen (it may have been restarting).
-    pub flushed: Vec<i64>,
+    /// Written outcomes the worker has not yet seen (it may have been restarting), each
+    /// with the number of the write that stored it.
+    pub flushed: Vec<(u64, i64)>,
+    /// How many outcome writes have completed. A load records it before its query, so the
+    /// worker knows which written outcomes that load already reflects.
+    pub writes_done: u64,
     pub limits: Option<Limits>,
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
     pub counters: Counters,
@@ -244,7 +248,12 @@ async fn run_writer(
                     tracing::warn!(target_name = %target, %error, outcomes = ids.len(), "outcomes not recorded; those deliveries will be sent again after a restart");
                     continue;
                 }
-                sh.lock().flushed.extend(ids);
+                {
+                    let mut st = sh.lock();
+                    st.writes_done += 1;
+                    let n = st.writes_done;
+                    st.flushed.extend(ids.into_iter().map(|id| (n, id)));
+                }
                 sh.notify(WorkerMsg::Flushed);
             }
             WriteOp::Overrides(state) => {
@@ -273,13 +282,16 @@ async fn run_writer(
                     }
                 }
             }
-            WriteOp::Load(limit) => match store.due_deliveries(&target, now_ms(), limit).await {
-                Ok(rows) => sh.notify(WorkerMsg::Loaded(rows, limit)),
-                Err(error) => {
-                    tracing::error!(target_name = %target, %error, "could not load pending deliveries");
-                    sh.notify(WorkerMsg::Loaded(Vec::new(), limit));
+            WriteOp::Load(limit) => {
+                let seen = sh.lock().writes_done;
+                match store.due_deliveries(&target, now_ms(), limit).await {
+                    Ok(rows) => sh.notify(WorkerMsg::Loaded(rows, limit, seen)),
+                    Err(error) => {
+                        tracing::error!(target_name = %target, %error, "could not load pending deliveries");
+                        sh.notify(WorkerMsg::Loaded(Vec::new(), limit, seen));
+                    }
                 }
-            },
+            }
             WriteOp::Barrier(done) => {
                 let _ = done.send(());
             }

@@ -35,8 +35,9 @@ pub enum WorkerMsg {
     Reap,
     /// Outcomes reached the store.
     Flushed,
-    /// Deliveries loaded from the store, and how many were asked for.
-    Loaded(Vec<Delivery>, usize),
+    /// Deliveries loaded from the store, how many were asked for, and how many outcome
+    /// writes had completed before the query (the load reflects those, and no later one).
+    Loaded(Vec<Delivery>, usize, u64),
     /// A replay made these deliveries pending again.
     Replayed(Vec<i64>),
     /// Replay this target's deliveries in scope; answers how many were re-queued.
@@ -370,11 +371,15 @@ impl DeliveryWorker {
         st.write(WriteOp::Outcomes(updates));
     }
 
-    /// Outcomes were written: those rows may be loaded again (as retries).
-    fn forget_flushed(st: &mut WorkerState) {
+    /// Outcomes were written: those rows may be loaded again (as retries). Only the writes
+    /// numbered up to `upto` are forgotten: a row whose outcome was written after a load's
+    /// query may still be in that load's page as pending, and must stay busy for it.
+    fn forget_flushed(st: &mut WorkerState, upto: u64) {
         let mut sh = st.shared().lock();
         let flushed = std::mem::take(&mut sh.flushed);
-        for id in flushed {
+        let (done, later): (Vec<_>, Vec<_>) = flushed.into_iter().partition(|(n, _)| *n <= upto);
+        sh.flushed = later;
+        for (_, id) in done {
             sh.unwritten.remove(&id);
         }
     }
@@ -474,9 +479,9 @@ impl Actor for DeliveryWorker {
                 Self::pump(&me, st);
             }
             WorkerMsg::Wake => Self::load(st),
-            WorkerMsg::Loaded(rows, asked) => {
+            WorkerMsg::Loaded(rows, asked, seen) => {
                 st.loading = false;
-                Self::forget_flushed(st);
+                Self::forget_flushed(st, seen);
                 let sh = Arc::clone(st.shared());
                 st.window.loaded(rows, asked, |id| sh.lock().busy(id));
                 Self::pump(&me, st);
@@ -494,13 +499,20 @@ impl Actor for DeliveryWorker {
                 st.answer_drain();
                 Self::pump(&me, st);
             }
-            WorkerMsg::Flushed => Self::forget_flushed(st),
+            WorkerMsg::Flushed => {
+                // A load still on its way may predate these writes.
+                if !st.loading {
+                    Self::forget_flushed(st, u64::MAX);
+                }
+            }
             WorkerMsg::Replay(scope, reply) => {
                 tracing::info!(target_name = %st.name(), scope = ?scope, "replay requested");
                 st.write(WriteOp::Requeue(scope, Some(reply)));
             }
             WorkerMsg::Replayed(ids) => {
-                Self::forget_flushed(st);
+                if !st.loading {
+                    Self::forget_flushed(st, u64::MAX);
+                }
                 let mut again = Vec::new();
                 {
                     let shared = Arc::clone(st.shared());

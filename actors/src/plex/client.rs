@@ -119,6 +119,10 @@ pub struct Item {
     pub title: Option<String>,
     /// `grandparentTitle` (the show, for episodes).
     pub show_title: Option<String>,
+    /// `grandparentRatingKey` (the show, for episodes).
+    pub show_key: Option<String>,
+    /// `year`: a show's or movie's release year (an episode's is its air year).
+    pub year: Option<i32>,
     /// Season number: `parentIndex` for episodes; for a `season` item its own `index`.
     pub season: Option<i32>,
     /// Episode number: `index` (not set for `season` items, whose `index` is the season).
@@ -1176,6 +1180,8 @@ fn item_from_node(node: &Node, default_section: Option<&str>) -> Option<Item> {
         kind,
         title: node.text("title"),
         show_title: node.text("grandparentTitle"),
+        show_key: node.text("grandparentRatingKey"),
+        year: node.int32("year"),
         season,
         episode,
         section_id: node

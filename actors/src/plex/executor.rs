@@ -258,7 +258,8 @@ impl PlexExecutor {
         report: &mut Report,
     ) -> Outcome {
         let first = &events[0].event;
-        let (plex_folder, _) = self.view.map_path(&first.instance, folder);
+        // The router keyed the group by the folder as Plex sees it.
+        let plex_folder = folder.to_owned();
         let library = events
             .iter()
             .find_map(|e| e.event.params.get("library").cloned());
@@ -282,7 +283,7 @@ impl PlexExecutor {
             },
             section.key
         ));
-        let wants = self.wants(folder, events).await;
+        let wants = self.wants(&plex_folder, events, report).await;
         if wants.is_empty() {
             return Outcome::done();
         }
@@ -384,14 +385,33 @@ impl PlexExecutor {
             Ok(s) => s,
             Err(e) => return Outcome::from_plex(&e, "reading the library sections"),
         };
+        // TitleCardMaker names cards after the show's title and year; an episode carries
+        // neither (its `year` is its air year), so read them from the show once.
+        let mut shows: HashMap<String, Option<Item>> = HashMap::new();
         for ep in episodes {
-            let title = media
-                .and_then(|m| m.title.clone())
+            let mut show = None;
+            if let Some(key) = ep.show_key.clone() {
+                if !shows.contains_key(&key) {
+                    let s = match self.view.client.metadata(&key).await {
+                        Ok(s) => s,
+                        Err(e) => return Outcome::from_plex(&e, "reading the show"),
+                    };
+                    shows.insert(key.clone(), s);
+                }
+                show = shows.get(&key).cloned().flatten();
+            }
+            let title = show
+                .as_ref()
+                .and_then(|s| s.title.clone())
                 .or_else(|| ep.show_title.clone())
+                .or_else(|| media.and_then(|m| m.title.clone()))
                 .unwrap_or_default();
             let card_item = CardItem {
                 title,
-                year: media.and_then(|m| m.year),
+                year: show
+                    .as_ref()
+                    .and_then(|s| s.year)
+                    .or(media.and_then(|m| m.year)),
                 season: ep.season,
                 episode: ep.episode,
                 tvdb: media
@@ -403,7 +423,7 @@ impl PlexExecutor {
                 imdb: media.and_then(|m| m.ids.imdb.clone()),
                 is_movie: false,
             };
-            let Some(card) = self.locate(&card_item).await else {
+            let Some(card) = self.locate(&card_item, report).await else {
                 continue;
             };
             let Some(section) = ep
@@ -427,7 +447,12 @@ impl PlexExecutor {
 
     /// The items of this folder's events that have a card: imported or upgraded files
     /// (not deleted ones), each episode once.
-    async fn wants(&self, folder: &str, events: &[CommittedEvent]) -> Vec<Want> {
+    async fn wants(
+        &self,
+        plex_folder: &str,
+        events: &[CommittedEvent],
+        report: &mut Report,
+    ) -> Vec<Want> {
         if self.cards.is_none() {
             return Vec::new();
         }
@@ -442,10 +467,10 @@ impl PlexExecutor {
             }
             let live: Vec<_> = ev.files.iter().filter(|f| !f.deleted).collect();
             for (i, f) in live.iter().enumerate() {
-                if normalise(&parent_folder(&f.path)) != normalise(folder) {
+                let (plex_file, _) = self.view.map_path(&ev.instance, &f.path);
+                if normalise(&parent_folder(&plex_file)) != normalise(plex_folder) {
                     continue;
                 }
-                let (plex_file, _) = self.view.map_path(&ev.instance, &f.path);
                 for (season, episode) in episodes_of_file(ev, live.len(), i, &f.path) {
                     if out.iter().any(|w| {
                         (w.card_item.season, w.card_item.episode) == (Some(season), Some(episode))
@@ -453,7 +478,7 @@ impl PlexExecutor {
                         continue;
                     }
                     let card_item = card_item(ev, season, episode);
-                    if let Some(card) = self.locate(&card_item).await {
+                    if let Some(card) = self.locate(&card_item, report).await {
                         out.push(Want {
                             file: plex_file.clone(),
                             card_item,
@@ -466,14 +491,24 @@ impl PlexExecutor {
         out
     }
 
-    async fn locate(&self, item: &CardItem) -> Option<CardRef> {
+    /// Where the item's card is; a miss is reported with the places looked at, so the
+    /// history says why no card was applied.
+    async fn locate(&self, item: &CardItem, report: &mut Report) -> Option<CardRef> {
         let locator = Arc::clone(self.cards.as_ref()?);
-        let item = item.clone();
+        let lookup = item.clone();
         // Card lookups touch the filesystem.
-        tokio::task::spawn_blocking(move || locator.locate(&item))
-            .await
-            .ok()
-            .flatten()
+        let (found, explain) =
+            tokio::task::spawn_blocking(move || locator.locate_explained(&lookup))
+                .await
+                .ok()?;
+        if found.is_none() {
+            report.line(format!(
+                "{}: no title card ({})",
+                describe(item),
+                explain.join("; ")
+            ));
+        }
+        found
     }
 
     /// The series folder as Plex sees it: the event's series path, else the parent of a

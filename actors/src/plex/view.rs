@@ -22,6 +22,14 @@ pub struct PlexView {
     sections: tokio::sync::Mutex<Option<(Instant, Vec<Section>)>>,
 }
 
+impl std::fmt::Debug for PlexView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlexView")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
 /// What a mapping dry run shows.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct PathExplain {
