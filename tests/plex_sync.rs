@@ -879,6 +879,90 @@ path_rules = [{{ from = 'D:\TV', to = "/tv" }}]
     assert_eq!(uploads, [(ka, card_a), (kb, card_b)].into());
 }
 
+/// A Linux and a Windows Sonarr import into the same Plex folder within one window: their
+/// groups are keyed by the folder as Plex sees it, so Plex gets one scan, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plex_two_senders_same_plex_folder_share_one_scan() {
+    let fake = fake_plex("/data/tv").await;
+    let linux = severance("/tv");
+    let windows = Series {
+        path: r"D:\TV\Severance (2022)".into(),
+        sep: '\\',
+        ..severance("")
+    };
+    let plex = severance("/data/tv");
+    fake.add_show("2", "500", "Severance", &plex.path);
+    let k1 = fake.add_file_on_disk(
+        "2",
+        Some("500"),
+        &plex.episode_file(1, 1),
+        Some(1),
+        Some(1),
+        "E1",
+    );
+    let k2 = fake.add_file_on_disk(
+        "2",
+        Some("500"),
+        &plex.episode_file(1, 2),
+        Some(1),
+        Some(2),
+        "E2",
+    );
+    let cards = tempfile::tempdir().expect("tempdir");
+    let c1 = write_card(cards.path(), &plex.full_name(), 1, 1, "one");
+    let c2 = write_card(cards.path(), &plex.full_name(), 1, 2, "two");
+    let extra = format!(
+        r#"{plex}
+[[source]]
+name = "sonarr-linux"
+kind = "sonarr"
+auth = {{ basic = {{ username = "sonarr", password = "Pa55w0rd!" }} }}
+
+[[source]]
+name = "sonarr-win"
+kind = "sonarr"
+auth = {{ basic = {{ username = "sonarr", password = "Pa55w0rd!" }} }}
+path_rules = [{{ from = 'D:\TV', to = "/tv" }}]
+"#,
+        plex = plex_toml(
+            &fake.url(),
+            PLEX_TOKEN,
+            cards.path(),
+            "1s",
+            r#"path_rules = [{ from = "/tv", to = "/data/tv" }]"#
+        )
+    );
+    let relay = start_relay(&extra).await;
+    let client = reqwest::Client::new();
+    post_json(
+        &client,
+        &relay,
+        "sonarr-linux",
+        download(&linux, 1, 1, "qb_l"),
+    )
+    .await;
+    post_json(
+        &client,
+        &relay,
+        "sonarr-win",
+        download(&windows, 1, 2, "qb_w"),
+    )
+    .await;
+    wait_succeeded(&relay, 1, Duration::from_secs(15)).await;
+    eventually(Duration::from_secs(10), || async {
+        fake.uploads().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fake.scans(),
+        vec![("2".to_string(), plex.season_folder(1))],
+        "one scan for both senders"
+    );
+    let uploads: BTreeSet<(String, String)> = fake.uploads().into_iter().collect();
+    assert_eq!(uploads, [(k1, c1), (k2, c2)].into());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plex_down_then_back_completes() {
     const DOWN_FOR: Duration = Duration::from_secs(120);

@@ -127,6 +127,15 @@ impl DebounceKey {
 /// folder when the event names no file; `item:<ratingKey>` for a Plex item without paths
 /// (Plex `library.new`, Tautulli "recently added").
 pub fn folder_keys(ev: &NormalizedEvent) -> Vec<String> {
+    let rating_key = ev
+        .media
+        .as_ref()
+        .and_then(|m| m.ids.plex_rating_key.as_deref());
+    // "Plex has a new item" needs no scan, only a card check of that item (Tautulli's
+    // `created` also names the file, but as Plex already sees it).
+    if let (crate::model::EventKind::LibraryNew, Some(rk)) = (&ev.kind, rating_key) {
+        return vec![format!("item:{rk}")];
+    }
     let mut keys: Vec<String> = Vec::new();
     fn push(keys: &mut Vec<String>, k: String) {
         if !keys.contains(&k) {
@@ -230,6 +239,12 @@ mod tests {
         let mut m = Media::default();
         m.ids.plex_rating_key = Some("48049".into());
         e.media = Some(m);
+        assert_eq!(folder_keys(&e), vec!["item:48049"]);
+        // Tautulli's "recently added" names the file too: still a card check, no scan.
+        e.files.push(FileRef {
+            path: "/data/tv/A/Season 01/a.mkv".into(),
+            ..FileRef::default()
+        });
         assert_eq!(folder_keys(&e), vec!["item:48049"]);
         assert!(folder_keys(&ev(EventKind::Health, &[])).is_empty());
     }
