@@ -406,23 +406,9 @@ impl PlexExecutor {
                 .or_else(|| ep.show_title.clone())
                 .or_else(|| media.and_then(|m| m.title.clone()))
                 .unwrap_or_default();
-            let card_item = CardItem {
-                title,
-                year: show
-                    .as_ref()
-                    .and_then(|s| s.year)
-                    .or(media.and_then(|m| m.year)),
-                season: ep.season,
-                episode: ep.episode,
-                tvdb: media
-                    .and_then(|m| m.ids.tvdb)
-                    .and_then(|v| u64::try_from(v).ok()),
-                tmdb: media
-                    .and_then(|m| m.ids.tmdb)
-                    .and_then(|v| u64::try_from(v).ok()),
-                imdb: media.and_then(|m| m.ids.imdb.clone()),
-                is_movie: false,
-            };
+            let mut card_item = card_item(ev, ep.season, ep.episode);
+            card_item.title = title;
+            card_item.year = show.as_ref().and_then(|s| s.year).or(card_item.year);
             let Some(card) = self.locate(&card_item, report).await else {
                 continue;
             };
@@ -477,7 +463,7 @@ impl PlexExecutor {
                     }) {
                         continue;
                     }
-                    let card_item = card_item(ev, season, episode);
+                    let card_item = card_item(ev, Some(season), Some(episode));
                     if let Some(card) = self.locate(&card_item, report).await {
                         out.push(Want {
                             file: plex_file.clone(),
@@ -692,13 +678,14 @@ fn sxxeyy(path: &str) -> Option<(i32, i32)> {
     None
 }
 
-fn card_item(ev: &NormalizedEvent, season: i32, episode: i32) -> CardItem {
+/// What the event says about an episode's card: the series' title, year and ids.
+fn card_item(ev: &NormalizedEvent, season: Option<i32>, episode: Option<i32>) -> CardItem {
     let media = ev.media.as_ref();
     CardItem {
         title: media.and_then(|m| m.title.clone()).unwrap_or_default(),
         year: media.and_then(|m| m.year),
-        season: Some(season),
-        episode: Some(episode),
+        season,
+        episode,
         tvdb: media
             .and_then(|m| m.ids.tvdb)
             .and_then(|v| u64::try_from(v).ok()),
