@@ -52,6 +52,10 @@ struct Inner {
     store: Arc<dyn Store>,
     /// Every delivery target: (stored name, kind, the worker's actor name), in config order.
     targets: Vec<(String, &'static str, String)>,
+    /// Each target's config, secrets masked, and the compiled hooks (for test fires).
+    configs: HashMap<String, serde_json::Value>,
+    hooks: HashMap<String, Arc<relayarr_actors::hooks::delivery::CompiledHook>>,
+    outbound_strict: bool,
     /// The Plex servers, for the path-mapping dry run.
     plex: Vec<Arc<PlexExecutor>>,
     /// Configured source names, for the dry run's check.
@@ -90,6 +94,15 @@ impl AppState {
                     .iter()
                     .map(|t| (t.route.name.clone(), t.kind, t.route.actor.clone()))
                     .collect(),
+                configs: targets
+                    .iter()
+                    .map(|t| (t.route.name.clone(), t.config.clone()))
+                    .collect(),
+                hooks: targets
+                    .iter()
+                    .filter_map(|t| Some((t.route.name.clone(), Arc::clone(t.hook.as_ref()?))))
+                    .collect(),
+                outbound_strict: cfg.outbound.strict,
                 plex,
                 source_names: cfg.sources.iter().map(|s| s.name.clone()).collect(),
             }),
@@ -150,6 +163,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/api/v1/admin/hooks", get(admin_hooks))
         .route("/api/v1/admin/hooks/{name}", get(admin_hook).patch(admin_patch_hook))
         .route("/api/v1/admin/hooks/{name}/replay", post(admin_replay_hook))
+        .route("/api/v1/admin/hooks/{name}/test", post(admin_test_hook))
         .route("/api/v1/admin/targets", get(admin_targets))
         .route("/api/v1/admin/map-path", get(admin_map_path))
         .route("/api/v1/admin/debouncer", get(admin_debouncer))
@@ -417,7 +431,8 @@ where
 async fn target_view(st: &AppState, name: &str) -> Result<serde_json::Value, ApiError> {
     let stats: TargetStats = call_worker(st, name, WorkerMsg::Stats).await?;
     let counts = st.inner.store.delivery_counts(name).await?;
-    Ok(json!({ "stats": stats, "deliveries": counts }))
+    let config = st.inner.configs.get(name).cloned().unwrap_or_default();
+    Ok(json!({ "stats": stats, "deliveries": counts, "config": config }))
 }
 
 async fn list_targets(
@@ -608,6 +623,37 @@ async fn admin_replay_hook(
     let n = replay(&st, &name, ReplayScope::Since(since_ms)).await?;
     tracing::info!(target_name = %name, since = %since, requeued = n, "target deliveries replayed");
     Ok(Json(json!({ "hook": name, "requeued": n })).into_response())
+}
+
+/// `POST /api/v1/admin/hooks/{name}/test`: sends the sample event to the hook through the
+/// same rendering, signing and sending code as a delivery (not queued, not recorded), and
+/// answers with what came back.
+async fn admin_test_hook(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let hook = st
+        .inner
+        .hooks
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no hook named `{name}`")))?;
+    let report = crate::test_hook::fire_sample(hook, st.inner.outbound_strict)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    let r = &report.result;
+    tracing::info!(hook = %name, status = ?r.status, "test fire");
+    Ok(Json(json!({
+        "hook": name,
+        "ok": report.ok(),
+        "status": r.status,
+        "error": r.error,
+        "latency_ms": u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX),
+        "request_excerpt": r.request_excerpt,
+        "response_excerpt": r.response_excerpt,
+    }))
+    .into_response())
 }
 
 /// `GET /api/v1/admin/map-path?source=sonarr&path=/tv/Show/Season%2001/x.mkv[&library=TV]`:

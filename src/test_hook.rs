@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use relayarr_actors::hooks::delivery::{send_once, AttemptResult};
+use relayarr_actors::hooks::delivery::{send_once, AttemptResult, CompiledHook};
 use relayarr_actors::hooks::format::{sample_event, EventEnvelope};
 use relayarr_actors::hooks::net;
 use relayarr_actors::hooks::signing::webhook_id;
@@ -54,11 +54,15 @@ pub async fn test_hook(cfg: &Config, name: &str) -> Result<TestHookReport, Strin
             let known: Vec<&str> = cfg.hooks.iter().map(|h| h.name.as_str()).collect();
             format!("no hook named `{name}` (configured: {})", known.join(", "))
         })?;
-    let client = net::client(
-        hook.cfg.timeout.max(Duration::from_secs(1)),
-        cfg.outbound.strict,
-    )
-    .map_err(|e| e.to_string())?;
+    fire_sample(&hook, cfg.outbound.strict).await
+}
+
+/// Sends the sample event to a compiled hook (the CLI's `test-hook` and the admin API's
+/// test fire share this).
+pub async fn fire_sample(hook: &CompiledHook, strict: bool) -> Result<TestHookReport, String> {
+    let name = hook.cfg.name.as_str();
+    let client = net::client(hook.cfg.timeout.max(Duration::from_secs(1)), strict)
+        .map_err(|e| e.to_string())?;
     let event = sample_event();
     let raw = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
     let id = "01TESTFIRE0000000000000000";
@@ -68,7 +72,7 @@ pub async fn test_hook(cfg: &Config, name: &str) -> Result<TestHookReport, Strin
         event: &event,
     };
     let wid = webhook_id(id, name);
-    let result = send_once(&hook, &client, &envelope, Some(&raw), &wid).await;
+    let result = send_once(hook, &client, &envelope, Some(&raw), &wid).await;
     Ok(TestHookReport {
         hook: name.to_owned(),
         url: hook.url.to_string(),

@@ -141,6 +141,10 @@ pub struct TargetSpec {
     pub executor: Arc<dyn Executor>,
     /// Lives as long as the relay: requests, limits and the writer survive restarts.
     pub shared: Arc<Shared>,
+    /// The target's config as the admin API shows it, secrets masked.
+    pub config: serde_json::Value,
+    /// For a hook: its compiled config (the admin API's test fire uses it).
+    pub hook: Option<Arc<CompiledHook>>,
 }
 
 impl TargetSpec {
@@ -169,6 +173,8 @@ impl TargetSpec {
             route,
             policy: Arc::new(HookExecutor::policy(&hook, drain_grace)),
             shared: Shared::new(cfg.name.clone(), actor),
+            config: cfg.masked(),
+            hook: Some(Arc::clone(&hook)),
             executor: Arc::new(HookExecutor {
                 hook,
                 client,
@@ -210,6 +216,8 @@ impl TargetSpec {
             },
             policy: Arc::new(PlexExecutor::policy(cfg, &target, drain_grace)),
             shared: Shared::new(target, actor),
+            config: serde_json::to_value(cfg).unwrap_or(serde_json::Value::Null),
+            hook: None,
             executor: Arc::clone(&executor) as Arc<dyn Executor>,
         };
         Ok((spec, executor))

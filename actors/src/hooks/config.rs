@@ -80,6 +80,48 @@ pub struct HookConfig {
     pub debounce_key: crate::debounce::DebounceKey,
 }
 
+impl HookConfig {
+    /// The config as the admin API shows it: header values and the signing secret are
+    /// redacted, and the URL keeps only its scheme, host, port and first path segment
+    /// (Discord and Slack put their token in the path).
+    pub fn masked(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(h) = v.get_mut("headers").and_then(|h| h.as_object_mut()) {
+            for value in h.values_mut() {
+                *value = "<redacted>".into();
+            }
+        }
+        if let Some(url) = v.get_mut("url") {
+            *url = mask_url(&self.url).into();
+        }
+        v
+    }
+}
+
+/// `https://discord.com/api/webhooks/ID/TOKEN?x=1` → `https://discord.com/api/…`.
+pub fn mask_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or_default();
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let mut segments = u
+                .path_segments()
+                .into_iter()
+                .flatten()
+                .filter(|s| !s.is_empty());
+            let first = segments.next();
+            let more = segments.next().is_some() || u.query().is_some();
+            let path = match (first, more) {
+                (Some(f), true) => format!("/{f}/…"),
+                (Some(f), false) => format!("/{f}"),
+                (None, _) => String::new(),
+            };
+            format!("{}://{host}{port}{path}", u.scheme())
+        }
+        Err(_) => "<not a URL>".into(),
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HookMethod {
@@ -142,4 +184,31 @@ fn default_disable_after() -> u32 {
 }
 fn default_true() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_config_masked_hides_tokens_headers_and_secrets() {
+        let cfg: HookConfig = toml::from_str(
+            r#"
+name = "discord"
+url = "https://discord.com/api/webhooks/123/SECRETTOKEN?wait=true"
+headers = { "X-Api-Key" = "abc" }
+signing = { hmac = { secret = "s3cr3t-value" } }
+"#,
+        )
+        .expect("hook config");
+        let text = cfg.masked().to_string();
+        for secret in ["SECRETTOKEN", "abc", "s3cr3t-value", "123", "wait"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains("https://discord.com/api/…"), "{text}");
+        assert_eq!(
+            mask_url("http://10.0.0.2:8080/hook"),
+            "http://10.0.0.2:8080/hook"
+        );
+    }
 }
