@@ -35,6 +35,7 @@ use crate::history::{HistoryActor, HistoryArgs, HistoryConfig};
 use crate::hooks::config::OutboundConfig;
 use crate::hooks::delivery::CompiledHook;
 use crate::hooks::executor::HookExecutor;
+use crate::metrics::Metrics;
 use crate::pathmap::PathMapper;
 use crate::plex::config::PlexConfig;
 use crate::plex::executor::PlexExecutor;
@@ -187,6 +188,7 @@ impl TargetSpec {
         store: &Arc<dyn Store>,
         source_rules: HashMap<String, PathMapper>,
         drain_grace: Duration,
+        metrics: &Arc<Metrics>,
     ) -> Result<(Self, Arc<PlexExecutor>), String> {
         let target = plex_target(&cfg.name);
         let filter = cfg
@@ -195,7 +197,8 @@ impl TargetSpec {
             .map_err(|e| format!("plex `{}`: `events`: {e}", cfg.name))?;
         let executor = Arc::new(
             PlexExecutor::new(cfg.clone(), target.clone(), Arc::clone(store), source_rules)
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| e.to_string())?
+                .with_metrics(Arc::clone(metrics)),
         );
         let actor = names.plex_server(&cfg.name);
         let spec = TargetSpec {
@@ -247,6 +250,8 @@ pub struct SystemConfig {
     pub stop_timeout: Duration,
     pub sweep_every: Duration,
     pub sweep_age: Duration,
+    /// Counters the actors increment, and the supervision board.
+    pub metrics: Arc<Metrics>,
 }
 
 fn supervisor(
@@ -261,6 +266,7 @@ fn supervisor(
             backoff: cfg.backoff.clone(),
             children,
             stop_timeout: cfg.stop_timeout,
+            board: Arc::clone(&cfg.metrics.supervision),
         },
     })
 }
@@ -281,6 +287,7 @@ pub async fn start_system(
                     cfg: Arc::clone(s),
                     store: Arc::clone(&cfg.store),
                     names: names.clone(),
+                    metrics: Arc::clone(&cfg.metrics),
                 },
             }) as Arc<dyn ChildSpec>
         })
@@ -300,6 +307,7 @@ pub async fn start_system(
                         store: Arc::clone(&cfg.store),
                         names: names.clone(),
                         shared: Arc::clone(&t.shared),
+                        metrics: Arc::clone(&cfg.metrics),
                     },
                 }) as Arc<dyn ChildSpec>
             })
@@ -327,6 +335,7 @@ pub async fn start_system(
             args: DebouncerArgs {
                 store: Arc::clone(&cfg.store),
                 targets: Arc::new(actors),
+                metrics: Arc::clone(&cfg.metrics),
             },
         }),
         Arc::new(ActorSpec {
@@ -348,6 +357,7 @@ pub async fn start_system(
         backoff: cfg.backoff.clone(),
         children,
         stop_timeout: cfg.stop_timeout,
+        board: Arc::clone(&cfg.metrics.supervision),
     };
     Actor::spawn(Some(names.root()), Supervisor, args).await
 }
