@@ -19,12 +19,12 @@ use relayarr_actors::debounce::actor::DebouncerMsg;
 use relayarr_actors::delivery::worker::WorkerMsg;
 use relayarr_actors::delivery::TargetStats;
 use relayarr_actors::hooks::retry::Rate;
+use relayarr_actors::metrics::Metrics;
 use relayarr_actors::plex::executor::PlexExecutor;
 use relayarr_actors::sources::actor::{InboundRequest, IngestError, IngestOutcome, SourceMsg};
 use relayarr_actors::sources::auth::{ct_eq, Secret};
 use relayarr_actors::store::ReplayScope;
 use relayarr_actors::store::{now_ms, Store};
-use relayarr_actors::supervisor::snapshot;
 use relayarr_actors::system::Names;
 use relayarr_actors::system::TargetSpec;
 use serde_json::json;
@@ -60,6 +60,7 @@ struct Inner {
     plex: Vec<Arc<PlexExecutor>>,
     /// Configured source names, for the dry run's check.
     source_names: Vec<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -69,6 +70,7 @@ impl AppState {
         store: Arc<dyn Store>,
         targets: &[TargetSpec],
         plex: Vec<Arc<PlexExecutor>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let sources = cfg
             .sources
@@ -105,8 +107,26 @@ impl AppState {
                 outbound_strict: cfg.outbound.strict,
                 plex,
                 source_names: cfg.sources.iter().map(|s| s.name.clone()).collect(),
+                metrics,
             }),
         }
+    }
+
+    pub(crate) fn names(&self) -> &Names {
+        &self.inner.names
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Stored names of every delivery target, in config order.
+    pub(crate) fn target_names(&self) -> impl Iterator<Item = &str> {
+        self.inner.targets.iter().map(|(n, _, _)| n.as_str())
     }
 }
 
@@ -157,6 +177,9 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
             ),
         )
         .route("/api/v1/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(crate::observe::healthz))
+        .route("/readyz", get(crate::observe::readyz))
+        .route("/metrics", get(crate::observe::metrics))
         .route("/api/v1/admin/events/{id}", get(admin_event))
         .route("/api/v1/admin/events/{id}/attempts", get(admin_event_attempts))
         .route("/api/v1/admin/events/{id}/replay", post(admin_replay_event))
@@ -393,8 +416,10 @@ async fn admin_actors(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_admin(&st, &headers)?;
-    match ractor::registry::where_is(st.inner.names.root()) {
-        Some(root) => Ok(Json(snapshot(&root)).into_response()),
+    match ractor::registry::where_is(st.inner.names.root())
+        .and_then(|_| st.inner.metrics.supervision.tree())
+    {
+        Some(tree) => Ok(Json(tree).into_response()),
         None => Err(ApiError::Unavailable(
             "the actor tree is not running".into(),
         )),

@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod map_path;
+pub mod observe;
 pub mod relay;
 pub mod test_hook;
 

@@ -34,6 +34,9 @@ enum Cmd {
     Run {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Log as text (the default) or as JSON lines; overrides RELAYARR_LOG_FORMAT.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Validate a config file (with RELAYARR_* overrides) and print every problem.
     CheckConfig { file: PathBuf },
@@ -59,7 +62,15 @@ enum Cmd {
     },
 }
 
-fn init_tracing() {
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Filtering: `RELAYARR_LOG`, else `RUST_LOG`, else `info`. Format: `--log-format`, else
+/// `RELAYARR_LOG_FORMAT`, else text. JSON lines carry every field at the top level.
+fn init_tracing(format: Option<LogFormat>) {
     let filter = std::env::var("RELAYARR_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
@@ -68,8 +79,12 @@ fn init_tracing() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal());
-    if std::env::var("RELAYARR_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
+    let json = format.map_or_else(
+        || std::env::var("RELAYARR_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")),
+        |f| f == LogFormat::Json,
+    );
+    if json {
+        builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }
@@ -166,8 +181,8 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Run { config } => {
-            init_tracing();
+        Cmd::Run { config, log_format } => {
+            init_tracing(log_format);
             let cfg = match load(config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,

@@ -6,8 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ractor::ActorRef;
+use relayarr_actors::metrics::Metrics;
 use relayarr_actors::store::{SqliteStore, Store, StoreError};
-use relayarr_actors::supervisor::{render_tree, snapshot, SupervisorMsg};
+use relayarr_actors::supervisor::{render_tree, SupervisorMsg};
 use relayarr_actors::system::{drain_workers, start_system, Names, SystemConfig, TargetSpec};
 use tokio::net::TcpListener;
 
@@ -67,6 +68,7 @@ impl RelayBuilder {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), RelayError> {
         let cfg = self.config;
+        let metrics = Metrics::new(self.namespace.clone());
         let names = Names::new(self.namespace);
         let store: Arc<dyn Store> = match self.store {
             Some(s) => s,
@@ -88,9 +90,15 @@ impl RelayBuilder {
         }
         let mut plex = Vec::new();
         for p in &cfg.plex {
-            let (spec, executor) =
-                TargetSpec::plex(&names, p, &store, source_rules.clone(), drain_grace)
-                    .map_err(RelayError::Spawn)?;
+            let (spec, executor) = TargetSpec::plex(
+                &names,
+                p,
+                &store,
+                source_rules.clone(),
+                drain_grace,
+                &metrics,
+            )
+            .map_err(RelayError::Spawn)?;
             targets.push(spec);
             plex.push(executor);
         }
@@ -105,16 +113,25 @@ impl RelayBuilder {
             stop_timeout: cfg.server.shutdown_grace,
             sweep_every: cfg.supervision.sweep_every,
             sweep_age: cfg.supervision.sweep_every,
+            metrics: Arc::clone(&metrics),
         };
         let (root, root_handle) = start_system(system)
             .await
             .map_err(|e| RelayError::Spawn(e.to_string()))?;
         wait_tree_ready(&names).await;
-        let tree = render_tree(&snapshot(&root.get_cell()));
-        tracing::info!("supervision tree:\n{tree}");
+        if let Some(tree) = metrics.supervision.tree() {
+            tracing::info!("supervision tree:\n{}", render_tree(&tree));
+        }
 
         let app = router(
-            AppState::new(&cfg, names.clone(), Arc::clone(&store), &targets, plex),
+            AppState::new(
+                &cfg,
+                names.clone(),
+                Arc::clone(&store),
+                &targets,
+                plex,
+                Arc::clone(&metrics),
+            ),
             &cfg,
         );
         let addr = listener.local_addr()?;

@@ -6,6 +6,7 @@ pub mod debounce;
 pub mod delivery;
 pub mod history;
 pub mod hooks;
+pub mod metrics;
 pub mod model;
 pub mod pathmap;
 pub mod plex;

@@ -35,6 +35,7 @@ use crate::history::{HistoryActor, HistoryArgs, HistoryConfig};
 use crate::hooks::config::OutboundConfig;
 use crate::hooks::delivery::CompiledHook;
 use crate::hooks::executor::HookExecutor;
+use crate::metrics::Metrics;
 use crate::pathmap::PathMapper;
 use crate::plex::config::PlexConfig;
 use crate::plex::executor::PlexExecutor;
@@ -193,6 +194,7 @@ impl TargetSpec {
         store: &Arc<dyn Store>,
         source_rules: HashMap<String, PathMapper>,
         drain_grace: Duration,
+        metrics: &Arc<Metrics>,
     ) -> Result<(Self, Arc<PlexExecutor>), String> {
         let target = plex_target(&cfg.name);
         let filter = cfg
@@ -201,7 +203,8 @@ impl TargetSpec {
             .map_err(|e| format!("plex `{}`: `events`: {e}", cfg.name))?;
         let executor = Arc::new(
             PlexExecutor::new(cfg.clone(), target.clone(), Arc::clone(store), source_rules)
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| e.to_string())?
+                .with_metrics(Arc::clone(metrics)),
         );
         let actor = names.plex_server(&cfg.name);
         let spec = TargetSpec {
@@ -255,6 +258,8 @@ pub struct SystemConfig {
     pub stop_timeout: Duration,
     pub sweep_every: Duration,
     pub sweep_age: Duration,
+    /// Counters the actors increment, and the supervision board.
+    pub metrics: Arc<Metrics>,
 }
 
 fn supervisor(
@@ -269,6 +274,7 @@ fn supervisor(
             backoff: cfg.backoff.clone(),
             children,
             stop_timeout: cfg.stop_timeout,
+            board: Arc::clone(&cfg.metrics.supervision),
         },
     })
 }
@@ -289,6 +295,7 @@ pub async fn start_system(
                     cfg: Arc::clone(s),
                     store: Arc::clone(&cfg.store),
                     names: names.clone(),
+                    metrics: Arc::clone(&cfg.metrics),
                 },
             }) as Arc<dyn ChildSpec>
         })
@@ -308,6 +315,7 @@ pub async fn start_system(
                         store: Arc::clone(&cfg.store),
                         names: names.clone(),
                         shared: Arc::clone(&t.shared),
+                        metrics: Arc::clone(&cfg.metrics),
                     },
                 }) as Arc<dyn ChildSpec>
             })
@@ -335,6 +343,7 @@ pub async fn start_system(
             args: DebouncerArgs {
                 store: Arc::clone(&cfg.store),
                 targets: Arc::new(actors),
+                metrics: Arc::clone(&cfg.metrics),
             },
         }),
         Arc::new(ActorSpec {
@@ -356,6 +365,7 @@ pub async fn start_system(
         backoff: cfg.backoff.clone(),
         children,
         stop_timeout: cfg.stop_timeout,
+        board: Arc::clone(&cfg.metrics.supervision),
     };
     Actor::spawn(Some(names.root()), Supervisor, args).await
 }

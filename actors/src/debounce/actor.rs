@@ -57,6 +57,7 @@ pub struct DebouncerArgs {
     pub store: Arc<dyn Store>,
     /// Stored target name → the worker's registered actor name.
     pub targets: Arc<HashMap<String, String>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub struct DebouncerState {
@@ -109,6 +110,7 @@ impl DebouncerActor {
         match st.args.store.fire_group(fire).await {
             Ok(created) => {
                 st.stats.fired += 1;
+                st.args.metrics.groups_fired.inc(&[&due.target]);
                 tracing::info!(
                     target_name = %due.target,
                     key = %due.key,
@@ -192,8 +194,10 @@ impl Actor for DebouncerActor {
                     Ok(added) => {
                         for it in &added {
                             st.stats.debounced += 1;
+                            st.args.metrics.debounced.inc(&[&it.target]);
                             if st.groups.add(it) {
                                 st.stats.coalesced += 1;
+                                st.args.metrics.coalesced.inc(&[&it.target]);
                             }
                         }
                         let _ = reply.send(Ok(added.len()));

@@ -66,6 +66,7 @@ pub struct WorkerArgs {
     pub store: Arc<dyn Store>,
     pub names: Names,
     pub shared: Arc<Shared>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub struct WorkerState {
@@ -331,6 +332,20 @@ impl DeliveryWorker {
                     decision
                 };
                 let r = &f.result;
+                let outcome = match decision.tally {
+                    Tally::Succeeded => "succeeded",
+                    Tally::Retried => "retried",
+                    Tally::Failed => "failed",
+                    Tally::Blocked => "blocked",
+                };
+                let metrics = &st.args.metrics;
+                metrics.deliveries.inc(&[st.name(), outcome]);
+                if primary {
+                    // Riders rode on the primary's request: one latency, not several.
+                    metrics
+                        .attempt_seconds
+                        .observe(&[st.name()], r.latency.as_secs_f64());
+                }
                 if decision.tally == Tally::Blocked {
                     tracing::error!(target_name = %st.name(), event_id = %d.event_id, error = ?r.error, "target refused our configuration; the work stays pending");
                 }

@@ -29,6 +29,7 @@ use super::client::{EpisodeWant, Item, PlexError, Section, TYPE_EPISODE};
 use super::config::PlexConfig;
 use super::view::{section_views, PlexView};
 use crate::delivery::{AttemptClass, AttemptResult, Executor, Job, RetryPolicy, TargetPolicy};
+use crate::metrics::Metrics;
 use crate::model::{EventKind, NormalizedEvent};
 use crate::pathmap::{normalise, parent_folder, pick_section, PathMapper};
 use crate::store::{now_ms, AppliedCard, CommittedEvent, Store};
@@ -47,6 +48,8 @@ pub struct PlexExecutor {
     http: reqwest::Client,
     store: Arc<dyn Store>,
     cards: Option<Arc<CardLocator>>,
+    /// Scans and card uploads are counted here, labelled with the server's name.
+    metrics: Arc<Metrics>,
 }
 
 /// Why a Plex target cannot be built.
@@ -166,7 +169,15 @@ impl PlexExecutor {
             store,
             cards,
             cfg,
+            metrics: Metrics::new(""),
         })
+    }
+
+    /// Counts this server's scans and uploads in the relay's metrics (a standalone executor,
+    /// such as the CLI's dry run, keeps a registry of its own that nobody reads).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The client, path rules and sections, shared with the path-mapping dry run.
@@ -274,6 +285,7 @@ impl PlexExecutor {
         if let Err(e) = self.view.client.scan(&section.key, &plex_folder).await {
             return Outcome::from_plex(&e, "asking Plex to scan");
         }
+        self.metrics.plex_scans.inc(&[&self.cfg.name]);
         report.line(format!(
             "{} partial scan of {plex_folder:?} (GET /library/sections/{}/refresh)",
             if attempts_before == 0 {
@@ -545,6 +557,7 @@ impl PlexExecutor {
             .upload_poster(&item.rating_key, bytes, ctype)
             .await
             .map_err(|e| Outcome::from_plex(&e, "uploading the title card"))?;
+        self.metrics.plex_card_uploads.inc(&[&self.cfg.name]);
         if locator.lock() {
             self.view
                 .client

@@ -15,6 +15,7 @@ use super::config::SourceConfig;
 use super::decode::decode_body;
 use super::{normalise, ParseError, ParserOptions};
 use crate::history::HistoryMsg;
+use crate::metrics::Metrics;
 use crate::model::NormalizedEvent;
 use crate::router::RouterMsg;
 use crate::store::{Appended, CommittedEvent, NewEvent, Rejection, Store, StoreError};
@@ -65,6 +66,7 @@ pub struct SourceArgs {
     pub cfg: Arc<SourceConfig>,
     pub store: Arc<dyn Store>,
     pub names: Names,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct SourceState {
@@ -73,6 +75,7 @@ pub struct SourceState {
     opts: ParserOptions,
     store: Arc<dyn Store>,
     names: Names,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -101,6 +104,7 @@ impl Actor for SourceActor {
             cfg: args.cfg,
             store: args.store,
             names: args.names,
+            metrics: args.metrics,
         })
     }
 
@@ -126,7 +130,8 @@ impl Actor for SourceActor {
                     Ok(Prepared::Commit(new)) => {
                         let store = Arc::clone(&st.store);
                         let names = st.names.clone();
-                        tokio::spawn(commit(store, names, *new, reply));
+                        let metrics = Arc::clone(&st.metrics);
+                        tokio::spawn(commit(store, names, metrics, *new, reply));
                     }
                 }
             }
@@ -210,15 +215,18 @@ fn passes_trigger_on(
 async fn commit(
     store: Arc<dyn Store>,
     names: Names,
+    metrics: Arc<Metrics>,
     new: NewEvent,
     reply: RpcReplyPort<IngestResult>,
 ) {
     let received_at_ms = new.received_at_ms;
     let source = new.event.instance.clone();
+    let kind = new.event.kind.as_str();
     let event = Arc::new(new.event.clone());
     match store.append(new).await {
         Ok((appended, seq)) => {
             if let (false, Some(seq)) = (appended.duplicate, seq) {
+                metrics.events_received.inc(&[&source, kind]);
                 let committed = CommittedEvent {
                     seq,
                     id: appended.id.clone(),
@@ -253,6 +261,9 @@ fn reject(st: &SourceState, req: &InboundRequest, err: &IngestError) {
         IngestError::Store(_) => 503,
     };
     tracing::warn!(source = %st.cfg.name, status, error = %err, "request rejected");
+    st.metrics
+        .rejections
+        .inc(&[&st.cfg.name, &status.to_string(), rejection_reason(err)]);
     if let Some(h) = ActorRef::<HistoryMsg>::where_is(st.names.history()) {
         let _ = h.cast(HistoryMsg::Rejected(Rejection {
             at_ms: req.received_at_ms,
@@ -260,6 +271,29 @@ fn reject(st: &SourceState, req: &InboundRequest, err: &IngestError) {
             status,
             reason: err.to_string(),
         }));
+    }
+}
+
+/// A short, stable reason for the rejections metric (the error text itself would make a
+/// series per distinct message).
+fn rejection_reason(err: &IngestError) -> &'static str {
+    match err {
+        IngestError::Unauthorized { .. } => "unauthorized",
+        IngestError::Store(_) => "store_unavailable",
+        IngestError::Parse(p) => match p {
+            ParseError::Empty => "empty_body",
+            ParseError::InvalidUtf8(_) => "invalid_utf8",
+            ParseError::Truncated(_) => "truncated_json",
+            ParseError::Malformed(_) => "malformed_json",
+            ParseError::TooDeep(_) => "json_too_deep",
+            ParseError::NoPayloadPart => "no_payload_part",
+            ParseError::BadMultipart(_) => "bad_multipart",
+            ParseError::PayloadNotJson(_) => "payload_not_json",
+            ParseError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ParseError::MissingEventType(_) => "missing_event_type",
+            ParseError::MissingField(_) => "missing_field",
+            ParseError::NotAnObject(_) => "not_an_object",
+        },
     }
 }
 

@@ -271,6 +271,15 @@ pub struct DeliveryCounts {
     pub failed: u64,
 }
 
+/// The pending deliveries of one target, for the queue gauges of `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PendingSummary {
+    pub target: String,
+    pub pending: u64,
+    /// `created_at` (unix ms) of the oldest pending delivery.
+    pub oldest_created_at_ms: Option<i64>,
+}
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// The database refused or failed an operation (the backend's own message).
@@ -399,6 +408,11 @@ pub trait Store: Send + Sync + 'static {
     fn save_hook_overrides(&self, state: HookOverrides) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Flushes pending writes and stops accepting new ones. Idempotent.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Proves the store accepts a write: a tiny write committed (and synced) like any
+    /// other, within `timeout`. For `/readyz`.
+    fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Pending deliveries per target that has any: count and oldest `created_at`.
+    fn pending_summary(&self) -> BoxFuture<'_, Result<Vec<PendingSummary>, StoreError>>;
 }
 
 /// Formats unix milliseconds as RFC 3339 UTC.

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, DebounceItem, Delivery,
     DeliveryCounts, DeliveryUpdate, FireGroup, Group, HookOverrides, NewDelivery, NewEvent,
-    Rejection, ReplayScope, Store, StoreConfig, StoreError, StoredEvent,
+    PendingSummary, Rejection, ReplayScope, Store, StoreConfig, StoreError, StoredEvent,
 };
 use crate::model::NormalizedEvent;
 
@@ -221,6 +221,7 @@ enum WriteCmd {
     SaveHookState(HookOverrides, Reply<()>),
     Rejections(Vec<Rejection>, Reply<()>),
     Close(Reply<()>),
+    Ping(Reply<()>),
 }
 
 /// SQLite store handle. Cheap to clone through `Arc`.
@@ -715,6 +716,17 @@ impl Writer {
                         done.push(Done::Unit(reply, r));
                     }
                     WriteCmd::Close(reply) => close = Some(reply),
+                    WriteCmd::Ping(reply) => {
+                        let r = tx
+                            .prepare_cached(
+                                "INSERT INTO meta (key, value) VALUES ('last_ping', ?1) \
+                                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            )
+                            .and_then(|mut st| st.execute([now]))
+                            .map(|_| ())
+                            .map_err(StoreError::from);
+                        done.push(Done::Unit(reply, r));
+                    }
                 }
             }
             executed = std::time::Instant::now();
@@ -1648,6 +1660,36 @@ impl Store for SqliteStore {
             }
             res
         }
+        .boxed()
+    }
+
+    fn ping(&self, timeout: std::time::Duration) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            match tokio::time::timeout(timeout, self.send(WriteCmd::Ping)).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Backend(format!(
+                    "a write did not commit within {timeout:?}"
+                ))),
+            }
+        }
+        .boxed()
+    }
+
+    fn pending_summary(&self) -> BoxFuture<'_, Result<Vec<PendingSummary>, StoreError>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT hook, COUNT(*), MIN(created_at) FROM deliveries \
+                 WHERE state = 'pending' GROUP BY hook ORDER BY hook",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(PendingSummary {
+                    target: r.get(0)?,
+                    pending: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    oldest_created_at_ms: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
         .boxed()
     }
 }
