@@ -17,6 +17,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod map_path;
 pub mod relay;
 pub mod test_hook;

@@ -460,7 +460,8 @@ mod tests {
 
     #[test]
     fn summary_names_the_title_and_episodes() {
-        let mut ev = NormalizedEvent::new(SourceKind::Sonarr, "sonarr", EventKind::Import, "Download");
+        let mut ev =
+            NormalizedEvent::new(SourceKind::Sonarr, "sonarr", EventKind::Import, "Download");
         assert_eq!(ev.summary(), "Download");
         ev.media = Some(Media {
             title: Some("Show".into()),

@@ -24,7 +24,9 @@ use super::{
     DeliveryCounts, DeliveryUpdate, FireGroup, Group, HookOverrides, NewDelivery, NewEvent,
     Rejection, ReplayScope, Store, StoreConfig, StoreError, StoredEvent,
 };
-use super::{DeliveryInfo, DeliveryState, EventDeliveries, EventFilter, EventSummary, TargetCounts};
+use super::{
+    DeliveryInfo, DeliveryState, EventDeliveries, EventFilter, EventSummary, TargetCounts,
+};
 use crate::model::NormalizedEvent;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -1333,10 +1335,11 @@ fn list_events(conn: &Connection, f: &EventFilter) -> Result<Vec<EventSummary>, 
     for row in rows {
         let (seq, id, source, kind, event_type, at, norm, codec) = row?;
         let json = decode(codec, norm, &id)?;
-        let ev: NormalizedEvent = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
-            id: id.clone(),
-            reason: e.to_string(),
-        })?;
+        let ev: NormalizedEvent =
+            serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                id: id.clone(),
+                reason: e.to_string(),
+            })?;
         out.push(EventSummary {
             seq,
             id,
@@ -1361,11 +1364,20 @@ fn list_events(conn: &Connection, f: &EventFilter) -> Result<Vec<EventSummary>, 
     )?;
     for ev in &mut out {
         let rows = own.query_map([ev.seq], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })?;
         for row in rows {
             let (target, state, n) = row?;
-            count_into(&mut ev.deliveries, &target, &state, u64::try_from(n).unwrap_or(0));
+            count_into(
+                &mut ev.deliveries,
+                &target,
+                &state,
+                u64::try_from(n).unwrap_or(0),
+            );
         }
     }
     // A group's first event has its smallest seq, so only groups that start at or before
@@ -1375,7 +1387,11 @@ fn list_events(conn: &Connection, f: &EventFilter) -> Result<Vec<EventSummary>, 
          WHERE d.payload IS NOT NULL AND d.event_seq <= ?2 AND j.value BETWEEN ?1 AND ?2",
     )?;
     let rows = groups.query_map([min, max], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     })?;
     for row in rows {
         let (target, state, seq) = row?;
@@ -1387,7 +1403,10 @@ fn list_events(conn: &Connection, f: &EventFilter) -> Result<Vec<EventSummary>, 
 }
 
 /// The deliveries that carry one event (its own and its groups'), and their attempts.
-fn event_deliveries(conn: &Connection, event_id: &str) -> Result<Option<EventDeliveries>, StoreError> {
+fn event_deliveries(
+    conn: &Connection,
+    event_id: &str,
+) -> Result<Option<EventDeliveries>, StoreError> {
     let seq: Option<i64> = conn
         .prepare_cached("SELECT seq FROM events WHERE id = ?1")?
         .query_row([event_id], |r| r.get(0))
@@ -1465,7 +1484,10 @@ fn event_deliveries(conn: &Connection, event_id: &str) -> Result<Option<EventDel
         })?;
         for row in rows {
             let (id, a) = row?;
-            if deliveries.iter().any(|d: &DeliveryInfo| d.id == a.delivery_id) {
+            if deliveries
+                .iter()
+                .any(|d: &DeliveryInfo| d.id == a.delivery_id)
+            {
                 with_id.push((id, a));
             }
         }
