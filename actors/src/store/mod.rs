@@ -337,7 +337,9 @@ pub struct TargetCounts {
 /// One row of the events list.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct EventSummary {
-    /// The store's sequence number: the pagination key.
+    /// The store's sequence number: the pagination key (not served: the API's cursor is
+    /// opaque).
+    #[serde(skip)]
     pub seq: i64,
     pub id: String,
     pub source: String,
