@@ -265,14 +265,31 @@ impl Config {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let cfg: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                vec![ConfigError::Parse {
-                    origin: format!("{origin} (with RELAYARR_* overrides)"),
-                    message: e.to_string(),
-                }]
-            })?;
+        let whole: Result<Config, toml::de::Error> = toml::Value::Table(table.clone()).try_into();
+        let cfg = match whole {
+            Ok(cfg) => cfg,
+            Err(first) => {
+                // serde stops at the first type error. Find every one: check each key (and
+                // each [[array]] element) on its own, drop the bad ones, and validate what is
+                // left, so one run reports every problem.
+                let origin = format!("{origin} (with RELAYARR_* overrides)");
+                let mut errors = type_errors(&origin, &mut table);
+                if errors.is_empty() {
+                    errors.push(ConfigError::Parse {
+                        origin,
+                        message: first.to_string(),
+                    });
+                    return Err(errors);
+                }
+                let rest: Result<Config, _> = toml::Value::Table(table).try_into();
+                if let Ok(rest) = rest {
+                    if let Err(more) = rest.validate() {
+                        errors.extend(more);
+                    }
+                }
+                return Err(errors);
+            }
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -630,6 +647,83 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
+/// Whether `table` alone (every other key at its default) deserialises.
+fn parses_alone(table: toml::Table) -> Result<(), toml::de::Error> {
+    toml::Value::Table(table).try_into::<Config>().map(|_| ())
+}
+
+/// The type errors of a config table, each naming its key: every top-level key is checked
+/// on its own, a table key by key, an array of tables element by element. The bad keys and
+/// elements are removed from `table`, so what is left can still be validated.
+fn type_errors(origin: &str, table: &mut toml::Table) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut err = |key: String, e: toml::de::Error| {
+        let message = e.message().trim().to_owned();
+        errors.push(ConfigError::Parse {
+            origin: format!("{origin}: `{key}`"),
+            message,
+        });
+    };
+    let keys: Vec<String> = table.keys().cloned().collect();
+    for key in keys {
+        let Some(value) = table.get_mut(&key) else {
+            continue;
+        };
+        let alone = |v: toml::Value| toml::Table::from_iter([(key.clone(), v)]);
+        if parses_alone(alone(value.clone())).is_ok() {
+            continue;
+        }
+        match value {
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+                let mut keep = Vec::new();
+                for (i, item) in std::mem::take(items).into_iter().enumerate() {
+                    match parses_alone(alone(toml::Value::Array(vec![item.clone()]))) {
+                        Ok(()) => keep.push(item),
+                        Err(e) => {
+                            let name = item.get("name").and_then(toml::Value::as_str);
+                            let at = match name {
+                                Some(n) => format!("{key}[{i}] (name = {n:?})"),
+                                None => format!("{key}[{i}]"),
+                            };
+                            err(at, e);
+                        }
+                    }
+                }
+                *items = keep;
+            }
+            toml::Value::Table(inner) => {
+                let inner_keys: Vec<String> = inner.keys().cloned().collect();
+                let mut found = false;
+                for k in inner_keys {
+                    let Some(v) = inner.get(&k).cloned() else {
+                        continue;
+                    };
+                    let one = toml::Table::from_iter([(k.clone(), v)]);
+                    if let Err(e) = parses_alone(alone(toml::Value::Table(one))) {
+                        found = true;
+                        inner.remove(&k);
+                        err(format!("{key}.{k}"), e);
+                    }
+                }
+                if !found {
+                    // Keys that only fail together (a required pair): report the table.
+                    if let Err(e) = parses_alone(alone(value.clone())) {
+                        err(key.clone(), e);
+                    }
+                    table.remove(&key);
+                }
+            }
+            _ => {
+                if let Err(e) = parses_alone(alone(value.clone())) {
+                    err(key.clone(), e);
+                }
+                table.remove(&key);
+            }
+        }
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -938,5 +1032,40 @@ auth = "none"
                 .map(|s| s.name.as_str()),
             Some("plex")
         );
+    }
+
+    #[test]
+    fn config_reports_every_type_error_and_validation_problem_in_one_run() {
+        let text = r#"
+[server]
+listen = "not an address"
+admin_token = "short"
+[[source]]
+name = "sonarr"
+kind = "sonar"
+auth = "none"
+[[source]]
+name = "radarr"
+kind = "radarr"
+auth = "none"
+[[hook]]
+name = "discord"
+url = "https://example.com/hook"
+rate = "fast"
+"#;
+        let errs = load(text, &[]).expect_err("invalid");
+        let n = errs.len();
+        let msg = messages(errs);
+        assert_eq!(n, 4, "{msg}");
+        for needle in [
+            "`server.listen`",
+            "`source[0] (name = \"sonarr\")`",
+            "sonar",
+            "`hook[0] (name = \"discord\")`",
+            "fast",
+            "admin_token",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+        }
     }
 }

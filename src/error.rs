@@ -1,4 +1,5 @@
-//! `ApiError`: every error the HTTP layer answers with. 4xx carry a precise JSON message;
+//! `ApiError`: every error the HTTP layer answers with. Each carries a stable machine `code`
+//! (`unauthorized`, `invalid_field`, …) beside its message; 4xx carry a precise message,
 //! 5xx are opaque to the client and logged in full.
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -15,6 +16,20 @@ pub enum ApiError {
     Unauthorized { message: String, challenge: String },
     #[error("{0}")]
     NotFound(String),
+    /// The admin API is off because no `server.admin_token` is set (404, so it cannot be
+    /// probed).
+    #[error("the admin API is disabled: set server.admin_token")]
+    AdminDisabled,
+    /// A value the client sent is well-formed JSON or query syntax but not acceptable:
+    /// 422 naming the field.
+    #[error("`{field}`: {message}")]
+    InvalidField { field: String, message: String },
+    /// A field the client must send is missing: 422 naming it.
+    #[error("`{field}` is required: {message}")]
+    MissingField { field: String, message: String },
+    /// A field the endpoint does not know: 422 naming it.
+    #[error("unknown field `{field}`; {message}")]
+    UnknownField { field: String, message: String },
     #[error("method {method} not allowed; use {allow}")]
     MethodNotAllowed { method: String, allow: &'static str },
     #[error("request body is larger than the limit of {limit} bytes")]
@@ -34,12 +49,65 @@ impl ApiError {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::AdminDisabled => StatusCode::NOT_FOUND,
+            ApiError::InvalidField { .. }
+            | ApiError::MissingField { .. }
+            | ApiError::UnknownField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine code, for clients that branch on the kind of error. Never
+    /// renamed once released; new kinds get new codes.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadInput(e) => match e {
+                ParseError::Empty => "empty_body",
+                ParseError::InvalidUtf8(_) => "invalid_utf8",
+                ParseError::Truncated(_)
+                | ParseError::Malformed(_)
+                | ParseError::TooDeep(_)
+                | ParseError::NotAnObject(_) => "malformed_json",
+                ParseError::NoPayloadPart
+                | ParseError::BadMultipart(_)
+                | ParseError::PayloadNotJson(_) => "bad_multipart",
+                ParseError::UnsupportedMediaType(_) => "unsupported_media_type",
+                ParseError::MissingEventType(_) => "missing_event_type",
+                ParseError::MissingField(_) => "missing_field",
+            },
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::AdminDisabled => "admin_disabled",
+            ApiError::InvalidField { .. } => "invalid_field",
+            ApiError::MissingField { .. } => "missing_field",
+            ApiError::UnknownField { .. } => "unknown_field",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BodyRead(_) => "body_read_failed",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// A 422 for a bad value of `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The field an error is about, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidField { field, .. }
+            | ApiError::MissingField { field, .. }
+            | ApiError::UnknownField { field, .. } => Some(field),
+            _ => None,
         }
     }
 }
@@ -61,11 +129,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut resp = (
-            status,
-            Json(json!({ "error": message, "status": status.as_u16() })),
-        )
-            .into_response();
+        let mut body = json!({ "error": message, "code": self.code(), "status": status.as_u16() });
+        if let Some(field) = self.field() {
+            body["field"] = json!(field);
+        }
+        let mut resp = (status, Json(body)).into_response();
         let headers = resp.headers_mut();
         match &self {
             ApiError::Unauthorized { challenge, .. } => {
@@ -82,5 +150,26 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_code_and_field() {
+        let resp = ApiError::invalid("rate", "`x` is not a rate").into_response();
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(ApiError::invalid("rate", "x").code(), "invalid_field");
+        assert_eq!(ApiError::invalid("rate", "x").field(), Some("rate"));
+        assert_eq!(
+            ApiError::PayloadTooLarge { limit: 1 }.code(),
+            "payload_too_large"
+        );
+        assert_eq!(
+            ApiError::BadInput(ParseError::UnsupportedMediaType("x".into())).code(),
+            "unsupported_media_type"
+        );
     }
 }

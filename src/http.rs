@@ -24,13 +24,14 @@ use relayarr_actors::plex::executor::PlexExecutor;
 use relayarr_actors::sources::actor::{InboundRequest, IngestError, IngestOutcome, SourceMsg};
 use relayarr_actors::sources::auth::{ct_eq, Secret};
 use relayarr_actors::store::ReplayScope;
-use relayarr_actors::store::{now_ms, Store};
+use relayarr_actors::store::{now_ms, rfc3339_ms, DeliveryState, EventFilter, Store};
 use relayarr_actors::system::Names;
 use relayarr_actors::system::TargetSpec;
 use serde_json::json;
 
 use crate::config::{Config, ALIASES};
 use crate::error::ApiError;
+use crate::jobs::Jobs;
 
 const ALLOW_INGEST: &str = "POST, PUT";
 
@@ -61,6 +62,8 @@ struct Inner {
     /// Configured source names, for the dry run's check.
     source_names: Vec<String>,
     metrics: Arc<Metrics>,
+    /// Replay jobs started through the admin API (bounded, in memory).
+    jobs: Jobs,
 }
 
 impl AppState {
@@ -108,6 +111,7 @@ impl AppState {
                 plex,
                 source_names: cfg.sources.iter().map(|s| s.name.clone()).collect(),
                 metrics,
+                jobs: Jobs::default(),
             }),
         }
     }
@@ -193,7 +197,10 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/api/v1/admin/targets/{name}", get(admin_hook).patch(admin_patch_hook))
         .route("/api/v1/admin/targets/{name}/replay", post(admin_replay_hook))
         .route("/api/v1/admin/rejections", get(admin_rejections))
-        .route("/api/v1/actors", get(admin_actors));
+        .route("/api/v1/actors", get(admin_actors))
+        .route("/api/v1/admin/events", get(admin_events))
+        .route("/api/v1/admin/events/{id}/explain", get(admin_explain))
+        .route("/api/v1/admin/jobs/{id}", get(admin_job));
     for alias in ALIASES {
         let path = alias.path;
         r = r.route(
@@ -365,9 +372,7 @@ fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
 /// they do not exist (404), so an unconfigured admin API cannot be probed.
 fn check_admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &st.inner.admin_token else {
-        return Err(ApiError::NotFound(
-            "the admin API is disabled: set server.admin_token".into(),
-        ));
+        return Err(ApiError::AdminDisabled);
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -496,6 +501,58 @@ async fn admin_hook(
     Ok(Json(target_view(&st, &name).await?).into_response())
 }
 
+/// The body of `PATCH /api/v1/admin/hooks/{name}`: every field optional, nothing else
+/// allowed.
+#[derive(Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsPatch {
+    max_in_flight: Option<std::num::NonZeroU32>,
+    /// `"5/s"`; `null` removes the limit (hence the double option: absent, null, a rate).
+    #[serde(default, deserialize_with = "present")]
+    rate: Option<Option<Rate>>,
+    burst: Option<std::num::NonZeroU32>,
+    enabled: Option<bool>,
+}
+
+/// A field that is present (even as `null`) is `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// Parses a JSON body into `T`: malformed JSON is a 400; a value of the wrong type or out
+/// of range is a 422 naming its field, and so is a field `T` does not know.
+fn parse_json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    fields: &str,
+) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::BadInput(relayarr_actors::sources::ParseError::Malformed(msg))
+        } else if msg.starts_with("unknown field") {
+            ApiError::UnknownField {
+                field: path,
+                message: format!("use {fields}"),
+            }
+        } else if path == "." {
+            ApiError::BadInput(relayarr_actors::sources::ParseError::NotAnObject(
+                "another type",
+            ))
+        } else {
+            // serde_json appends " at line 1 column 12"; the field name says more.
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            ApiError::invalid(path, msg)
+        }
+    })
+}
+
 /// `PATCH /api/v1/admin/hooks/{name}` with any of `max_in_flight`, `rate` (`"5/s"`, or
 /// `null` to remove the limit), `burst`, `enabled`. Takes effect for the next request, and
 /// is persisted.
@@ -506,51 +563,13 @@ async fn admin_patch_hook(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     check_admin(&st, &headers)?;
-    let bad = |m: String| ApiError::BadInput(relayarr_actors::sources::ParseError::Malformed(m));
-    let v: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("body must be JSON: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad("body must be a JSON object".into()))?;
-    for key in obj.keys() {
-        if !["max_in_flight", "rate", "burst", "enabled"].contains(&key.as_str()) {
-            return Err(bad(format!(
-                "unknown field `{key}`; use max_in_flight, rate, burst, enabled"
-            )));
-        }
-    }
-    let nonzero = |key: &str| -> Result<Option<std::num::NonZeroU32>, ApiError> {
-        match obj.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .and_then(std::num::NonZeroU32::new)
-                .map(Some)
-                .ok_or_else(|| bad(format!("`{key}` must be a positive integer"))),
-        }
-    };
-    let max_in_flight = nonzero("max_in_flight")?;
-    let burst = nonzero("burst")?;
-    let rate = match obj.get("rate") {
-        None => None,
-        Some(serde_json::Value::Null) => Some(None),
-        Some(serde_json::Value::String(r)) => Some(Some(
-            r.parse::<Rate>().map_err(|e| bad(format!("`rate`: {e}")))?,
-        )),
-        Some(_) => {
-            return Err(bad(
-                "`rate` must be a string such as \"5/s\", or null".into()
-            ))
-        }
-    };
-    let enabled = match obj.get("enabled") {
-        None => None,
-        Some(v) => Some(
-            v.as_bool()
-                .ok_or_else(|| bad("`enabled` must be true or false".into()))?,
-        ),
-    };
+    worker(&st, &name)?;
+    let LimitsPatch {
+        max_in_flight,
+        rate,
+        burst,
+        enabled,
+    } = parse_json_body(&body, "max_in_flight, rate, burst, enabled")?;
     let mut stats: Option<TargetStats> = None;
     if max_in_flight.is_some() || rate.is_some() || burst.is_some() {
         stats = Some(
@@ -601,6 +620,33 @@ async fn replay(st: &AppState, target: &str, scope: ReplayScope) -> Result<usize
     }
 }
 
+/// Starts a replay job over `targets` and answers 202 with it. The job's task asks each
+/// target's worker in turn and records the answers in the registry.
+fn start_replay_job(
+    st: &AppState,
+    kind: &'static str,
+    subject: &str,
+    since: Option<&str>,
+    targets: Vec<String>,
+    scope: ReplayScope,
+) -> Response {
+    let job = st.inner.jobs.start(kind, subject, since, targets.len());
+    let id = job.job.clone();
+    let task_st = st.clone();
+    tokio::spawn(async move {
+        for t in targets {
+            let answer = replay(&task_st, &t, scope.clone())
+                .await
+                .map_err(|e| e.to_string());
+            tracing::info!(job = %id, target_name = %t, answer = ?answer, "replay job: target answered");
+            task_st.inner.jobs.record(&id, &t, answer);
+        }
+    });
+    (StatusCode::ACCEPTED, Json(job)).into_response()
+}
+
+/// `POST /api/v1/admin/events/{id}/replay`: a job that re-queues the event at every target
+/// that had it (debounced groups that include it too).
 async fn admin_replay_event(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -611,17 +657,19 @@ async fn admin_replay_event(
         return Err(ApiError::NotFound(format!("no event with id `{id}`")));
     }
     let targets = st.inner.store.delivery_targets(&id).await?;
-    let mut requeued = Vec::new();
-    for t in &targets {
-        if replay(&st, t, ReplayScope::Event(id.clone())).await? > 0 {
-            requeued.push(t.clone());
-        }
-    }
-    tracing::info!(event_id = %id, targets = ?requeued, "event replayed");
-    Ok(Json(json!({ "event_id": id, "requeued": requeued })).into_response())
+    tracing::info!(event_id = %id, targets = ?targets, "event replay requested");
+    Ok(start_replay_job(
+        &st,
+        "event",
+        &id,
+        None,
+        targets,
+        ReplayScope::Event(id.clone()),
+    ))
 }
 
-/// `POST /api/v1/admin/hooks/{name}/replay?since=<RFC 3339 time | duration ago, e.g. 2h>`.
+/// `POST /api/v1/admin/hooks/{name}/replay?since=<RFC 3339 time | duration ago, e.g. 2h>`:
+/// a job that re-queues the target's deliveries created since then.
 async fn admin_replay_hook(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -629,25 +677,195 @@ async fn admin_replay_hook(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     check_admin(&st, &headers)?;
-    worker(&st, &name)?;
+    if !st.inner.targets.iter().any(|(n, _, _)| n == &name) {
+        return Err(ApiError::NotFound(format!("no target named `{name}`")));
+    }
     let query = parse_query(uri.query());
     let since = query
         .iter()
         .find(|(k, _)| k == "since")
         .map(|(_, v)| v.clone())
-        .ok_or_else(|| {
-            ApiError::BadInput(relayarr_actors::sources::ParseError::MissingField(
-                "since (RFC 3339 time or a duration such as 2h)".into(),
-            ))
+        .ok_or_else(|| ApiError::MissingField {
+            field: "since".into(),
+            message: "an RFC 3339 time or a duration such as 2h".into(),
         })?;
     let since_ms = parse_since(&since).ok_or_else(|| {
-        ApiError::BadInput(relayarr_actors::sources::ParseError::Malformed(format!(
-            "`since={since}` is neither an RFC 3339 time nor a duration such as 2h"
-        )))
+        ApiError::invalid(
+            "since",
+            format!("`{since}` is neither an RFC 3339 time nor a duration such as 2h"),
+        )
     })?;
-    let n = replay(&st, &name, ReplayScope::Since(since_ms)).await?;
-    tracing::info!(target_name = %name, since = %since, requeued = n, "target deliveries replayed");
-    Ok(Json(json!({ "hook": name, "requeued": n })).into_response())
+    tracing::info!(target_name = %name, since = %since, "target replay requested");
+    Ok(start_replay_job(
+        &st,
+        "target",
+        &name,
+        Some(&since),
+        vec![name.clone()],
+        ReplayScope::Since(since_ms),
+    ))
+}
+
+/// `GET /api/v1/admin/jobs/{id}`: a replay job's progress.
+async fn admin_job(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    match st.inner.jobs.get(&id) {
+        Some(job) => Ok(Json(job).into_response()),
+        None => Err(ApiError::NotFound(format!(
+            "no job `{id}` (the last {} jobs are kept)",
+            crate::jobs::MAX_JOBS
+        ))),
+    }
+}
+
+/// Default and largest page of `GET /api/v1/admin/events`.
+const EVENTS_DEFAULT_LIMIT: usize = 50;
+const EVENTS_MAX_LIMIT: usize = 500;
+
+/// The opaque page cursor: the `seq` of the last row served, so the next page is a keyset
+/// query (`seq <` it), stable while new events arrive.
+fn encode_cursor(seq: i64) -> String {
+    format!("s{seq:x}")
+}
+
+fn decode_cursor(c: &str) -> Option<i64> {
+    c.strip_prefix('s')
+        .and_then(|h| i64::from_str_radix(h, 16).ok())
+        .filter(|s| *s > 0)
+}
+
+/// The query of `GET /api/v1/admin/events`, validated: every bad value is a 422 naming
+/// its parameter. Asks for one row more than the page, to know whether another follows.
+fn events_filter(query: &[(String, String)]) -> Result<EventFilter, ApiError> {
+    let mut f = EventFilter {
+        limit: EVENTS_DEFAULT_LIMIT,
+        ..EventFilter::default()
+    };
+    let time = |k: &str, v: &str| {
+        parse_since(v).ok_or_else(|| {
+            ApiError::invalid(
+                k,
+                format!("`{v}` is neither an RFC 3339 time nor a duration such as 2h"),
+            )
+        })
+    };
+    for (k, v) in query {
+        match k.as_str() {
+            "source" => f.source = Some(v.clone()),
+            "kind" => f.kind = Some(v.clone()),
+            "since" => f.since_ms = Some(time(k, v)?),
+            "until" => f.until_ms = Some(time(k, v)?),
+            "status" => {
+                f.status = Some(
+                    v.parse::<DeliveryState>()
+                        .map_err(|e| ApiError::invalid(k, e))?,
+                )
+            }
+            "limit" => {
+                f.limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=EVENTS_MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            k,
+                            format!("`{v}` is not a number from 1 to {EVENTS_MAX_LIMIT}"),
+                        )
+                    })?
+            }
+            "cursor" => {
+                f.before_seq = Some(decode_cursor(v).ok_or_else(|| {
+                    ApiError::invalid(k, "not a cursor from a previous page's `next_cursor`")
+                })?)
+            }
+            other => {
+                return Err(ApiError::UnknownField {
+                    field: other.to_owned(),
+                    message: "use source, kind, since, until, status, limit, cursor".into(),
+                })
+            }
+        }
+    }
+    f.limit += 1;
+    Ok(f)
+}
+
+/// `GET /api/v1/admin/events?source=&kind=&since=&until=&status=&limit=&cursor=`: newest
+/// first, with each event's delivery counts per target, and `next_cursor` while more follow.
+async fn admin_events(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let filter = events_filter(&parse_query(uri.query()))?;
+    let page = filter.limit - 1;
+    let mut rows = st.inner.store.list_events(filter).await?;
+    let next = (rows.len() > page).then(|| {
+        rows.truncate(page);
+        rows.last().map(|r| encode_cursor(r.seq))
+    });
+    Ok(Json(json!({ "events": rows, "next_cursor": next.flatten() })).into_response())
+}
+
+/// `GET /api/v1/admin/events/{id}/explain`: the event, every delivery that carries it (its
+/// own, and debounced groups that include it), and every attempt with its excerpts.
+async fn admin_explain(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let Some(ev) = st.inner.store.get_event(&id).await? else {
+        return Err(ApiError::NotFound(format!("no event with id `{id}`")));
+    };
+    let found = st
+        .inner
+        .store
+        .event_deliveries(&id)
+        .await?
+        .unwrap_or_else(|| relayarr_actors::store::EventDeliveries {
+            deliveries: Vec::new(),
+            attempts: Vec::new(),
+        });
+    let deliveries: Vec<serde_json::Value> = found
+        .deliveries
+        .iter()
+        .map(|d| {
+            let mut v = json!(d);
+            v["next_attempt_at"] = json!(d.next_attempt_at_ms.map(rfc3339_ms));
+            v["updated_at"] = json!(rfc3339_ms(d.updated_at_ms));
+            v
+        })
+        .collect();
+    let attempts: Vec<serde_json::Value> = found
+        .attempts
+        .iter()
+        .map(|a| {
+            let mut v = json!(a);
+            v["started_at"] = json!(rfc3339_ms(a.started_at_ms));
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "event": {
+            "id": ev.id,
+            "source": ev.source,
+            "kind": ev.kind,
+            "event_type": ev.event_type,
+            "received_at": ev.received_at,
+            "status": ev.status,
+            "summary": ev.normalized.summary(),
+            "normalized": ev.normalized,
+        },
+        "deliveries": deliveries,
+        "attempts": attempts,
+    }))
+    .into_response())
 }
 
 /// `POST /api/v1/admin/hooks/{name}/test`: sends the sample event to the hook through the
@@ -732,6 +950,75 @@ pub fn parse_since(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_filter_validates_each_parameter() {
+        let q = |s: &str| parse_query(Some(s));
+        let f = events_filter(&q("source=sonarr&status=failed&limit=10")).expect("valid");
+        assert_eq!(f.source.as_deref(), Some("sonarr"));
+        assert_eq!(f.status, Some(DeliveryState::Failed));
+        assert_eq!(
+            f.limit, 11,
+            "one more than the page, to see if another follows"
+        );
+        assert_eq!(
+            events_filter(&[]).expect("empty").limit,
+            EVENTS_DEFAULT_LIMIT + 1
+        );
+        let c = encode_cursor(1234);
+        assert_eq!(
+            events_filter(&q(&format!("cursor={c}")))
+                .expect("cursor")
+                .before_seq,
+            Some(1234)
+        );
+        for (bad, field) in [
+            ("limit=0", "limit"),
+            ("limit=501", "limit"),
+            ("status=dead", "status"),
+            ("since=yesterday", "since"),
+            ("cursor=42", "cursor"),
+            ("sort=asc", "sort"),
+        ] {
+            let e = events_filter(&q(bad)).expect_err(bad);
+            assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+            assert!(e.to_string().contains(field), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn limits_patch_names_the_bad_field() {
+        let ok: LimitsPatch =
+            parse_json_body(br#"{"rate": null, "enabled": false}"#, "").expect("valid");
+        assert_eq!(ok.rate, Some(None));
+        assert_eq!(ok.enabled, Some(false));
+        let ok: LimitsPatch = parse_json_body(br#"{"rate": "5/s"}"#, "").expect("valid");
+        assert!(matches!(ok.rate, Some(Some(_))));
+        assert_eq!(
+            parse_json_body::<LimitsPatch>(b"{}", "")
+                .expect("empty")
+                .rate,
+            None
+        );
+        for (body, code, field) in [
+            (r#"{"rate": "fast"}"#, "invalid_field", Some("rate")),
+            (r#"{"rate": 5}"#, "invalid_field", Some("rate")),
+            (
+                r#"{"max_in_flight": 0}"#,
+                "invalid_field",
+                Some("max_in_flight"),
+            ),
+            (r#"{"enabled": "yes"}"#, "invalid_field", Some("enabled")),
+            (r#"{"cap": 2}"#, "unknown_field", Some("cap")),
+            (r#"{"rate": "#, "malformed_json", None),
+        ] {
+            let e = parse_json_body::<LimitsPatch>(body.as_bytes(), "").expect_err(body);
+            assert_eq!(e.code(), code, "{body}: {e}");
+            if let Some(field) = field {
+                assert!(e.to_string().contains(field), "{body}: {e}");
+            }
+        }
+    }
 
     #[test]
     fn query_decoding_handles_escapes_and_plus() {

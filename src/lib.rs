@@ -14,9 +14,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod map_path;
 pub mod observe;
 pub mod relay;

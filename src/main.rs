@@ -60,6 +60,9 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Commands that talk to a running instance through the admin API.
+    #[command(flatten)]
+    Admin(relayarr::cli::AdminCmd),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,6 +131,7 @@ async fn shutdown_signal() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Admin(cmd) => ExitCode::from(relayarr::cli::run(cmd).await),
         Cmd::CheckConfig { file } => match load(Some(&file)) {
             Ok(cfg) => {
                 println!(

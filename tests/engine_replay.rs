@@ -24,13 +24,18 @@ async fn engine_replay_of_in_flight_delivery_is_delivered() {
 
     // The original attempt is being answered (1.5 s) when the replay arrives.
     eventually(Duration::from_secs(10), || async { rx.in_flight() == 1 }).await;
-    let v = admin_post(&relay, &format!("/api/v1/admin/events/{id}/replay")).await;
+    let v = replay_job(&relay, &format!("/api/v1/admin/events/{id}/replay")).await;
     assert_eq!(
         (rx.count(), rx.in_flight()),
         (1, 1),
         "the replay must be requested while the original is in flight"
     );
-    assert_eq!(v["requeued"], serde_json::json!(["replay"]), "{v:#}");
+    assert_eq!(v["state"], "done", "{v:#}");
+    assert_eq!(
+        v["targets"],
+        serde_json::json!([{"target": "replay", "requeued": 1}]),
+        "{v:#}"
+    );
 
     // The original, then the replay.
     rx.wait_for(2, Duration::from_secs(15)).await;
@@ -78,9 +83,10 @@ async fn engine_replay_since_requeues_delivered_events() {
     .await;
     let first: Vec<String> = rx.webhook_ids();
 
-    let v = admin_post(&relay, "/api/v1/admin/hooks/since/replay?since=1h").await;
+    let v = replay_job(&relay, "/api/v1/admin/hooks/since/replay?since=1h").await;
     assert_eq!(v["requeued"], 5, "{v:#}");
-    assert_eq!(v["hook"], "since", "{v:#}");
+    assert_eq!(v["subject"], "since", "{v:#}");
+    assert_eq!(v["state"], "done", "{v:#}");
 
     rx.wait_for(10, Duration::from_secs(10)).await;
     rx.assert_stays_at(10, Duration::from_millis(1000)).await;

@@ -126,17 +126,17 @@ async fn hooks_disable_after_consecutive_failures_then_enable_and_replay() {
         .find(|r| r.event_id.as_ref() == Some(replayed))
         .and_then(|r| r.webhook_id().map(str::to_owned))
         .expect("delivered once");
-    let v = admin_post(&relay, &format!("/api/v1/admin/events/{replayed}/replay")).await;
-    assert_eq!(v["event_id"], replayed.as_str());
-    assert_eq!(v["requeued"], json!(["a"]));
+    let v = replay_job(&relay, &format!("/api/v1/admin/events/{replayed}/replay")).await;
+    assert_eq!(v["subject"], replayed.as_str());
+    assert_eq!(v["targets"], json!([{"target": "a", "requeued": 1}]));
     rx.wait_for(7, Duration::from_secs(10)).await;
     let again = &rx.requests()[6];
     assert_eq!(again.event_id.as_ref(), Some(replayed));
     assert_eq!(again.webhook_id(), Some(first_id.as_str()));
 
     // Replay everything of the last hour: all six go out again, failed ones included.
-    let v = admin_post(&relay, "/api/v1/admin/hooks/a/replay?since=1h").await;
-    assert_eq!(v["hook"], "a");
+    let v = replay_job(&relay, "/api/v1/admin/hooks/a/replay?since=1h").await;
+    assert_eq!(v["subject"], "a");
     assert_eq!(v["requeued"], 6, "{v}");
     rx.wait_for(13, Duration::from_secs(10)).await;
     let resent: HashSet<String> = rx.event_ids()[7..].iter().cloned().collect();

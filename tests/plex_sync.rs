@@ -1187,7 +1187,7 @@ async fn plex_wrong_token_keeps_work_pending() {
         .send()
         .await
         .expect("replay");
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status(), 202, "a replay is a job");
     wait_succeeded(&relay, 1, Duration::from_secs(15)).await;
     assert_eq!(fake.scans(), vec![("2".to_string(), show.season_folder(1))]);
     assert_eq!(fake.uploads(), vec![(key, card)]);

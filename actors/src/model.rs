@@ -404,6 +404,31 @@ impl NormalizedEvent {
         }
         Some(out)
     }
+
+    /// One line for people: the title (and year), then the episodes as `SxxEyy` (the first
+    /// three, then how many more), or the sender's event name when there is no media.
+    pub fn summary(&self) -> String {
+        let mut out = match self.media.as_ref().and_then(|m| m.title.as_deref()) {
+            Some(t) => match self.media.as_ref().and_then(|m| m.year) {
+                Some(y) if !t.ends_with(&format!("({y})")) => format!("{t} ({y})"),
+                _ => t.to_owned(),
+            },
+            None => self.event_type.clone(),
+        };
+        let eps: Vec<String> = self
+            .episodes
+            .iter()
+            .filter_map(|e| Some(format!("S{:02}E{:02}", e.season?, e.episode?)))
+            .collect();
+        if !eps.is_empty() {
+            out.push(' ');
+            out.push_str(&eps.iter().take(3).cloned().collect::<Vec<_>>().join(", "));
+            if eps.len() > 3 {
+                out.push_str(&format!(" +{} more", eps.len() - 3));
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -431,5 +456,27 @@ mod tests {
         assert!(v.get("files").is_none());
         let back: NormalizedEvent = serde_json::from_value(v).expect("deserialise");
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn summary_names_the_title_and_episodes() {
+        let mut ev =
+            NormalizedEvent::new(SourceKind::Sonarr, "sonarr", EventKind::Import, "Download");
+        assert_eq!(ev.summary(), "Download");
+        ev.media = Some(Media {
+            title: Some("Show".into()),
+            year: Some(2020),
+            ..Media::default()
+        });
+        ev.episodes = (1..=5)
+            .map(|n| Episode {
+                season: Some(1),
+                episode: Some(n),
+                ..Episode::default()
+            })
+            .collect();
+        assert_eq!(ev.summary(), "Show (2020) S01E01, S01E02, S01E03 +2 more");
+        ev.episodes.truncate(1);
+        assert_eq!(ev.summary(), "Show (2020) S01E01");
     }
 }

@@ -475,3 +475,33 @@ pub async fn wait_attempts(relay: &TestRelay, event_id: &str, n: usize) -> Vec<s
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Starts a replay job (`POST …/replay`, answered 202 with the job), waits until the job is
+/// no longer running, and returns its final view.
+pub async fn replay_job(relay: &TestRelay, path: &str) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .post(relay.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin POST");
+    assert_eq!(resp.status(), 202, "{path}");
+    let job = admin_json(resp, path).await;
+    let id = job["job"].as_str().expect("job id").to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = admin_json(
+            relay.admin_get(&format!("/api/v1/admin/jobs/{id}")).await,
+            "GET job",
+        )
+        .await;
+        if v["state"] != "running" {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id} still running: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

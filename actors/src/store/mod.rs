@@ -280,6 +280,115 @@ pub struct PendingSummary {
     pub oldest_created_at_ms: Option<i64>,
 }
 
+/// A delivery's state as the admin API filters by it. `failed` covers every state that is
+/// neither pending nor succeeded (failed, dead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Succeeded => "succeeded",
+            DeliveryState::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for DeliveryState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(DeliveryState::Pending),
+            "succeeded" => Ok(DeliveryState::Succeeded),
+            "failed" => Ok(DeliveryState::Failed),
+            other => Err(format!(
+                "`{other}` is not a delivery state; use pending, succeeded or failed"
+            )),
+        }
+    }
+}
+
+/// Which events [`Store::list_events`] returns. Every field narrows the result.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// The configured source name (`sonarr-4k`).
+    pub source: Option<String>,
+    /// The normalised kind (`import`, `grab`, …).
+    pub kind: Option<String>,
+    /// Received at or after this time (unix ms).
+    pub since_ms: Option<i64>,
+    /// Received before this time (unix ms).
+    pub until_ms: Option<i64>,
+    /// At least one of the event's deliveries (its own, or a group's that includes it) is
+    /// in this state.
+    pub status: Option<DeliveryState>,
+    /// Keyset pagination: only events with `seq` below this (the last row of the previous
+    /// page).
+    pub before_seq: Option<i64>,
+    pub limit: usize,
+}
+
+/// Delivery counts of one event at one target.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct TargetCounts {
+    pub target: String,
+    pub pending: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// One row of the events list.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct EventSummary {
+    /// The store's sequence number: the pagination key (not served: the API's cursor is
+    /// opaque).
+    #[serde(skip)]
+    pub seq: i64,
+    pub id: String,
+    pub source: String,
+    pub kind: String,
+    pub event_type: String,
+    pub received_at: String,
+    pub received_at_ms: i64,
+    /// Title and `SxxEyy`, for people.
+    pub summary: String,
+    /// Per target, the states of the deliveries that carry this event.
+    pub deliveries: Vec<TargetCounts>,
+}
+
+/// A delivery row as the explain view shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DeliveryInfo {
+    pub id: i64,
+    pub target: String,
+    pub webhook_id: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub state: String,
+    pub attempts: u32,
+    /// For a pending delivery: when it is tried next (unix ms).
+    pub next_attempt_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    /// Set when this is a debounced group's delivery that includes the event.
+    pub group: Option<Group>,
+}
+
+/// Everything the store knows about how one event was delivered.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct EventDeliveries {
+    pub deliveries: Vec<DeliveryInfo>,
+    /// Every attempt of those deliveries, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// The database refused or failed an operation (the backend's own message).
@@ -413,6 +522,17 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Pending deliveries per target that has any: count and oldest `created_at`.
     fn pending_summary(&self) -> BoxFuture<'_, Result<Vec<PendingSummary>, StoreError>>;
+    /// Events matching `filter`, newest first (by `seq`), at most `filter.limit`.
+    fn list_events(
+        &self,
+        filter: EventFilter,
+    ) -> BoxFuture<'_, Result<Vec<EventSummary>, StoreError>>;
+    /// The deliveries that carry this event (debounced groups that include it too) and
+    /// their attempts; `None` for an unknown event.
+    fn event_deliveries<'a>(
+        &'a self,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<EventDeliveries>, StoreError>>;
 }
 
 /// Formats unix milliseconds as RFC 3339 UTC.

@@ -24,6 +24,9 @@ use super::{
     DeliveryCounts, DeliveryUpdate, FireGroup, Group, HookOverrides, NewDelivery, NewEvent,
     PendingSummary, Rejection, ReplayScope, Store, StoreConfig, StoreError, StoredEvent,
 };
+use super::{
+    DeliveryInfo, DeliveryState, EventDeliveries, EventFilter, EventSummary, TargetCounts,
+};
 use crate::model::NormalizedEvent;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -146,6 +149,14 @@ CREATE TABLE plex_cards (
     applied_at  INTEGER NOT NULL,
     PRIMARY KEY (target, rating_key)
 ) WITHOUT ROWID;
+"#,
+    // The admin events list and explain view find the debounced groups that include an
+    // event by reading each group's `payload.seqs`. Groups are one row per burst, a small
+    // share of `deliveries`; this partial index holds only them, so those lookups read the
+    // groups instead of scanning every delivery. Ingest pays nothing: only firing a group
+    // writes to it.
+    r#"
+CREATE INDEX deliveries_group ON deliveries (event_seq) WHERE payload IS NOT NULL;
 "#,
 ];
 
@@ -1250,6 +1261,257 @@ fn row_to_committed(
     })
 }
 
+/// The SQL test for a delivery state (`failed` covers every state that is not pending or
+/// succeeded).
+fn state_sql(state: DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Pending => "d.state = 'pending'",
+        DeliveryState::Succeeded => "d.state = 'succeeded'",
+        DeliveryState::Failed => "d.state NOT IN ('pending', 'succeeded')",
+    }
+}
+
+/// Adds one delivery to per-target counts.
+fn count_into(counts: &mut Vec<TargetCounts>, target: &str, state: &str, n: u64) {
+    let i = match counts.iter().position(|c| c.target == target) {
+        Some(i) => i,
+        None => {
+            counts.push(TargetCounts {
+                target: target.to_owned(),
+                ..TargetCounts::default()
+            });
+            counts.len() - 1
+        }
+    };
+    let c = &mut counts[i];
+    match state {
+        "pending" => c.pending += n,
+        "succeeded" => c.succeeded += n,
+        _ => c.failed += n,
+    }
+}
+
+/// The events list. The WHERE clause holds only the filters given, so SQLite walks `seq`
+/// downwards from the cursor (the rowid: no OFFSET, no sort) and stops after `limit` rows.
+/// A source or kind filter that matches few events walks further; an index on them would
+/// cost every ingest a second B-tree write, and ingest is the throughput that matters.
+fn list_events(conn: &Connection, f: &EventFilter) -> Result<Vec<EventSummary>, StoreError> {
+    let mut sql = String::from(
+        "SELECT e.seq, e.id, e.source, e.kind, e.event_type, e.received_at, e.normalized, \
+         e.codec FROM events e WHERE 1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut arg = |sql: &mut String, cond: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
+    };
+    if let Some(b) = f.before_seq {
+        arg(&mut sql, "e.seq <", b.into());
+    }
+    if let Some(s) = &f.source {
+        arg(&mut sql, "e.source =", s.clone().into());
+    }
+    if let Some(k) = &f.kind {
+        arg(&mut sql, "e.kind =", k.clone().into());
+    }
+    if let Some(t) = f.since_ms {
+        arg(&mut sql, "e.received_at >=", t.into());
+    }
+    if let Some(t) = f.until_ms {
+        arg(&mut sql, "e.received_at <", t.into());
+    }
+    if let Some(state) = f.status {
+        let st = state_sql(state);
+        sql.push_str(&format!(
+            " AND (EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND {st}) \
+             OR e.seq IN (SELECT j.value FROM deliveries d, json_each(d.payload, '$.seqs') j \
+             WHERE d.payload IS NOT NULL AND {st}))"
+        ));
+    }
+    args.push(i64::try_from(f.limit).unwrap_or(i64::MAX).into());
+    sql.push_str(&format!(" ORDER BY e.seq DESC LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, Vec<u8>>(6)?,
+            r.get::<_, i64>(7)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, id, source, kind, event_type, at, norm, codec) = row?;
+        let json = decode(codec, norm, &id)?;
+        let ev: NormalizedEvent =
+            serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                id: id.clone(),
+                reason: e.to_string(),
+            })?;
+        out.push(EventSummary {
+            seq,
+            id,
+            source,
+            kind,
+            event_type,
+            received_at: rfc3339_ms(at),
+            received_at_ms: at,
+            summary: ev.summary(),
+            deliveries: Vec::new(),
+        });
+    }
+    let (Some(min), Some(max)) = (
+        out.iter().map(|e| e.seq).min(),
+        out.iter().map(|e| e.seq).max(),
+    ) else {
+        return Ok(out);
+    };
+    let mut own = conn.prepare_cached(
+        "SELECT d.hook, d.state, COUNT(*) FROM deliveries d WHERE d.event_seq = ?1 \
+         AND d.payload IS NULL GROUP BY d.hook, d.state ORDER BY d.hook",
+    )?;
+    for ev in &mut out {
+        let rows = own.query_map([ev.seq], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (target, state, n) = row?;
+            count_into(
+                &mut ev.deliveries,
+                &target,
+                &state,
+                u64::try_from(n).unwrap_or(0),
+            );
+        }
+    }
+    // A group's first event has its smallest seq, so only groups that start at or before
+    // the page's newest event can include one of its events.
+    let mut groups = conn.prepare_cached(
+        "SELECT d.hook, d.state, j.value FROM deliveries d, json_each(d.payload, '$.seqs') j \
+         WHERE d.payload IS NOT NULL AND d.event_seq <= ?2 AND j.value BETWEEN ?1 AND ?2",
+    )?;
+    let rows = groups.query_map([min, max], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (target, state, seq) = row?;
+        if let Some(ev) = out.iter_mut().find(|e| e.seq == seq) {
+            count_into(&mut ev.deliveries, &target, &state, 1);
+        }
+    }
+    Ok(out)
+}
+
+/// The deliveries that carry one event (its own and its groups'), and their attempts.
+fn event_deliveries(
+    conn: &Connection,
+    event_id: &str,
+) -> Result<Option<EventDeliveries>, StoreError> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM events WHERE id = ?1")?
+        .query_row([event_id], |r| r.get(0))
+        .optional()?;
+    let Some(seq) = seq else { return Ok(None) };
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.hook, d.webhook_id, d.state, d.attempts, d.next_attempt_at, \
+         d.created_at, d.updated_at, d.last_status, d.last_error, d.payload, e.id \
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+         WHERE d.event_seq = ?1 AND d.payload IS NULL \
+         UNION ALL \
+         SELECT d.id, d.hook, d.webhook_id, d.state, d.attempts, d.next_attempt_at, \
+         d.created_at, d.updated_at, d.last_status, d.last_error, d.payload, e.id \
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+         WHERE d.payload IS NOT NULL AND d.event_seq <= ?1 \
+         AND EXISTS (SELECT 1 FROM json_each(d.payload, '$.seqs') WHERE value = ?1) \
+         ORDER BY 2, 1",
+    )?;
+    let rows = stmt.query_map([seq], |r| {
+        let state: String = r.get(3)?;
+        let next: i64 = r.get(5)?;
+        Ok((
+            DeliveryInfo {
+                id: r.get(0)?,
+                target: r.get(1)?,
+                webhook_id: r.get(2)?,
+                next_attempt_at_ms: (state == "pending").then_some(next),
+                state,
+                attempts: r.get(4)?,
+                created_at_ms: r.get(6)?,
+                updated_at_ms: r.get(7)?,
+                last_status: r.get(8)?,
+                last_error: r.get(9)?,
+                group: decode_group(r.get(10)?)?,
+            },
+            r.get::<_, String>(11)?,
+        ))
+    })?;
+    let mut deliveries = Vec::new();
+    // Attempts are recorded under the delivery's own event (a group's first event), which
+    // is indexed; the delivery id then picks this delivery's attempts.
+    let mut owners: Vec<String> = Vec::new();
+    for row in rows {
+        let (d, owner) = row?;
+        if !owners.contains(&owner) {
+            owners.push(owner);
+        }
+        deliveries.push(d);
+    }
+    let mut attempts = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT delivery_id, hook, event_id, webhook_id, attempt, started_at, latency_ms, \
+         status, error, request_excerpt, response_excerpt, id FROM attempts \
+         WHERE event_id = ?1 ORDER BY id",
+    )?;
+    let mut with_id = Vec::new();
+    for owner in owners {
+        let rows = stmt.query_map([owner], |r| {
+            Ok((
+                r.get::<_, i64>(11)?,
+                Attempt {
+                    delivery_id: r.get(0)?,
+                    hook: r.get(1)?,
+                    event_id: r.get(2)?,
+                    webhook_id: r.get(3)?,
+                    attempt: r.get(4)?,
+                    started_at_ms: r.get(5)?,
+                    latency_ms: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+                    status: r.get(7)?,
+                    error: r.get(8)?,
+                    request_excerpt: r.get(9)?,
+                    response_excerpt: r.get(10)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (id, a) = row?;
+            if deliveries
+                .iter()
+                .any(|d: &DeliveryInfo| d.id == a.delivery_id)
+            {
+                with_id.push((id, a));
+            }
+        }
+    }
+    with_id.sort_by_key(|(id, _)| *id);
+    attempts.extend(with_id.into_iter().map(|(_, a)| a));
+    Ok(Some(EventDeliveries {
+        deliveries,
+        attempts,
+    }))
+}
+
 impl Store for SqliteStore {
     fn append(&self, ev: NewEvent) -> BoxFuture<'_, Result<(Appended, Option<i64>), StoreError>> {
         self.append_seq(ev).boxed()
@@ -1691,5 +1953,20 @@ impl Store for SqliteStore {
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .boxed()
+    }
+
+    fn list_events(
+        &self,
+        filter: EventFilter,
+    ) -> BoxFuture<'_, Result<Vec<EventSummary>, StoreError>> {
+        self.read(move |conn| list_events(conn, &filter)).boxed()
+    }
+
+    fn event_deliveries<'a>(
+        &'a self,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<EventDeliveries>, StoreError>> {
+        let id = event_id.to_owned();
+        self.read(move |conn| event_deliveries(conn, &id)).boxed()
     }
 }
