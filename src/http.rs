@@ -30,6 +30,7 @@ use relayarr_actors::system::TargetSpec;
 use serde_json::json;
 
 use crate::config::{Config, ALIASES};
+use crate::dashboard;
 use crate::error::ApiError;
 
 const ALLOW_INGEST: &str = "POST, PUT";
@@ -150,6 +151,8 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/api/v1/admin/hooks", get(admin_hooks))
         .route("/api/v1/admin/hooks/{name}", get(admin_hook).patch(admin_patch_hook))
         .route("/api/v1/admin/hooks/{name}/replay", post(admin_replay_hook))
+        .route("/", get(dashboard::index))
+        .route("/dashboard/{file}", get(dashboard::asset))
         .route("/api/v1/admin/targets", get(admin_targets))
         .route("/api/v1/admin/map-path", get(admin_map_path))
         .route("/api/v1/admin/debouncer", get(admin_debouncer))

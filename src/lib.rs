@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod map_path;
