@@ -30,6 +30,7 @@ use relayarr_actors::system::TargetSpec;
 use serde_json::json;
 
 use crate::config::{Config, ALIASES};
+use crate::dashboard;
 use crate::error::ApiError;
 use crate::jobs::Jobs;
 
@@ -191,6 +192,8 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/api/v1/admin/hooks/{name}", get(admin_hook).patch(admin_patch_hook))
         .route("/api/v1/admin/hooks/{name}/replay", post(admin_replay_hook))
         .route("/api/v1/admin/hooks/{name}/test", post(admin_test_hook))
+        .route("/", get(dashboard::index))
+        .route("/dashboard/{file}", get(dashboard::asset))
         .route("/api/v1/admin/targets", get(admin_targets))
         .route("/api/v1/admin/map-path", get(admin_map_path))
         .route("/api/v1/admin/debouncer", get(admin_debouncer))

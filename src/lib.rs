@@ -16,6 +16,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod jobs;
