@@ -20,6 +20,7 @@ use relayarr_actors::model::SourceKind;
 use relayarr_actors::pathmap::PathMapper;
 use relayarr_actors::plex::cards::CardLocator;
 use relayarr_actors::plex::config::PlexConfig;
+use relayarr_actors::pollers::config::ArrConfig;
 use relayarr_actors::sources::auth::{AuthConfig, Secret};
 use relayarr_actors::sources::config::SourceConfig;
 use relayarr_actors::store::StoreConfig;
@@ -58,6 +59,9 @@ pub struct Config {
     /// Plex servers kept in sync: partial scans after imports, title cards put back.
     #[serde(default, rename = "plex")]
     pub plex: Vec<PlexConfig>,
+    /// Sonarr/Radarr whose history is read to recover events whose webhooks never came.
+    #[serde(default, rename = "arr")]
+    pub arr: Vec<ArrConfig>,
     /// Delivery history retention.
     #[serde(default)]
     pub history: HistoryConfig,
@@ -446,6 +450,7 @@ impl Config {
                 }
             }
         }
+        self.validate_arr(&mut errs);
         for (path, target) in &self.aliases {
             if !ALIASES.iter().any(|a| a.path == path) && !path.starts_with("/triggers/") {
                 errs.push(ConfigError::invalid(
@@ -473,6 +478,76 @@ impl Config {
             Ok(())
         } else {
             Err(errs)
+        }
+    }
+
+    /// `[[arr]]`: names, keys, URLs, the source each reconciles, and intervals.
+    fn validate_arr(&self, errs: &mut Vec<ConfigError>) {
+        let mut names = HashSet::new();
+        for (i, a) in self.arr.iter().enumerate() {
+            let key = format!("arr[{i}] (name = {:?})", a.name);
+            check_name(
+                errs,
+                &mut names,
+                &key,
+                &a.name,
+                ("arr", "`sonarr`; its actor is poller:{name}"),
+            );
+            if a.api_key
+                .as_ref()
+                .is_none_or(|k| k.expose().trim().is_empty())
+            {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.api_key"),
+                    "is missing",
+                    format!(
+                        "set api_key = \"…\" ({} → Settings → General → API Key), or \
+                         RELAYARR_ARR__{}__API_KEY_FILE=/run/secrets/{}_api_key",
+                        a.kind,
+                        a.name.to_ascii_uppercase().replace('-', "_"),
+                        a.kind
+                    ),
+                ));
+            }
+            if let Err(problem) = relayarr_actors::pollers::client::check_url(&a.url) {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.url"),
+                    problem,
+                    format!(
+                        "use the app's base URL, e.g. http://{}:{}",
+                        a.kind,
+                        match a.kind {
+                            relayarr_actors::pollers::config::ArrKind::Sonarr => 8989,
+                            relayarr_actors::pollers::config::ArrKind::Radarr => 7878,
+                        }
+                    ),
+                ));
+            }
+            match self.sources.iter().find(|s| s.name == a.source) {
+                None => errs.push(ConfigError::invalid(
+                    format!("{key}.source"),
+                    format!("names source `{}`, which is not configured", a.source),
+                    "point it at the `name` of the [[source]] this app sends its webhooks to",
+                )),
+                Some(s) if s.kind != a.kind.source_kind() => errs.push(ConfigError::invalid(
+                    format!("{key}.source"),
+                    format!(
+                        "names source `{}` of kind {}, but this poller reads a {}",
+                        a.source, s.kind, a.kind
+                    ),
+                    format!("point it at a [[source]] with kind = \"{}\"", a.kind),
+                )),
+                Some(_) => {}
+            }
+            for (field, value) in [("every", a.every), ("timeout", a.timeout)] {
+                if value < std::time::Duration::from_secs(1) {
+                    errs.push(ConfigError::invalid(
+                        format!("{key}.{field}"),
+                        "must be at least 1s",
+                        format!("remove it to use the default, or write e.g. {field} = \"5m\""),
+                    ));
+                }
+            }
         }
     }
 
@@ -580,7 +655,7 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
     let mut i = 0;
     while i + 1 < path.len() {
         let seg = &path[i];
-        if ["source", "hook", "plex"].contains(&seg.as_str()) {
+        if ["source", "hook", "plex", "arr"].contains(&seg.as_str()) {
             let name = path.get(i + 1).cloned().unwrap_or_default();
             let sources = node
                 .get_mut(seg.as_str())

@@ -20,6 +20,7 @@ use relayarr_actors::delivery::worker::WorkerMsg;
 use relayarr_actors::delivery::TargetStats;
 use relayarr_actors::hooks::retry::Rate;
 use relayarr_actors::plex::executor::PlexExecutor;
+use relayarr_actors::pollers::actor::PollerMsg;
 use relayarr_actors::sources::actor::{InboundRequest, IngestError, IngestOutcome, SourceMsg};
 use relayarr_actors::sources::auth::{ct_eq, Secret};
 use relayarr_actors::store::ReplayScope;
@@ -56,6 +57,8 @@ struct Inner {
     plex: Vec<Arc<PlexExecutor>>,
     /// Configured source names, for the dry run's check.
     source_names: Vec<String>,
+    /// `[[arr]]` poller names, in config order.
+    pollers: Vec<String>,
 }
 
 impl AppState {
@@ -92,6 +95,7 @@ impl AppState {
                     .collect(),
                 plex,
                 source_names: cfg.sources.iter().map(|s| s.name.clone()).collect(),
+                pollers: cfg.arr.iter().map(|a| a.name.clone()).collect(),
             }),
         }
     }
@@ -156,7 +160,8 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/api/v1/admin/targets/{name}", get(admin_hook).patch(admin_patch_hook))
         .route("/api/v1/admin/targets/{name}/replay", post(admin_replay_hook))
         .route("/api/v1/admin/rejections", get(admin_rejections))
-        .route("/api/v1/actors", get(admin_actors));
+        .route("/api/v1/actors", get(admin_actors))
+        .route("/api/v1/admin/pollers", get(admin_pollers));
     for alias in ALIASES {
         let path = alias.path;
         r = r.route(
@@ -647,6 +652,29 @@ async fn admin_debouncer(
         Ok(CallResult::Success(stats)) => Ok(Json(stats).into_response()),
         _ => Err(ApiError::Unavailable("the debouncer did not answer".into())),
     }
+}
+
+/// `GET /api/v1/admin/pollers`: each `[[arr]]` poller's last read, last error, cursor and
+/// recovered count, asked of the poller itself.
+async fn admin_pollers(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let mut out = Vec::new();
+    for name in &st.inner.pollers {
+        let answer = match ActorRef::<PollerMsg>::where_is(st.inner.names.poller(name)) {
+            Some(p) => p.call(PollerMsg::Status, Some(ADMIN_CALL)).await.ok(),
+            None => None,
+        };
+        out.push(match answer {
+            Some(CallResult::Success(status)) => json!(status),
+            _ => {
+                json!({ "name": name, "last_error": "the poller is restarting or did not answer" })
+            }
+        });
+    }
+    Ok(Json(json!({ "pollers": out })).into_response())
 }
 
 /// An RFC 3339 time, or a duration before now (`90s`, `2h`, `7d`), as unix milliseconds.

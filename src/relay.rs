@@ -105,6 +105,7 @@ impl RelayBuilder {
             stop_timeout: cfg.server.shutdown_grace,
             sweep_every: cfg.supervision.sweep_every,
             sweep_age: cfg.supervision.sweep_every,
+            pollers: cfg.arr.iter().cloned().map(Arc::new).collect(),
         };
         let (root, root_handle) = start_system(system)
             .await

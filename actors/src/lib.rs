@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod model;
 pub mod pathmap;
 pub mod plex;
+pub mod pollers;
 pub mod router;
 pub mod sources;
 pub mod store;
