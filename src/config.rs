@@ -813,6 +813,65 @@ auth = { token = "t" }
     }
 
     #[test]
+    fn config_example_arr_block_parses_when_uncommented() {
+        let block = uncommented_example_block("# [[arr]]");
+        // The poller names a source, which the block alone does not configure.
+        let text =
+            format!("[[source]]\nname = \"sonarr\"\nkind = \"sonarr\"\nauth = \"none\"\n{block}");
+        let cfg = load(&text, &[])
+            .map_err(messages)
+            .expect("uncommented arr block is valid");
+        let a = &cfg.arr[0];
+        assert_eq!(a.name, "sonarr");
+        assert_eq!(a.source, "sonarr");
+        assert_eq!(a.every, Duration::from_secs(300));
+        assert_eq!(a.overlap, Duration::from_secs(3600));
+        for key in [
+            "name", "kind", "url", "api_key", "source", "every", "overlap", "settle", "timeout",
+        ] {
+            assert!(
+                block.contains(&format!("\n{key} = ")) || block.starts_with(&format!("{key} = ")),
+                "the [[arr]] example does not document {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_arr_key_from_env_file_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("sonarr_key");
+        std::fs::write(&f, "key-from-a-file\n").expect("write");
+        let text = format!("{BASE}\n[[arr]]\nname = \"sonarr-4k\"\nkind = \"sonarr\"\nurl = \"http://sonarr:8989\"\nsource = \"sonarr-4k\"\n");
+        let cfg = load(
+            &text,
+            &[(
+                "RELAYARR_ARR__SONARR_4K__API_KEY_FILE",
+                f.to_str().expect("utf8"),
+            )],
+        )
+        .map_err(messages)
+        .expect("key from the file");
+        let key = cfg.arr[0].api_key.as_ref().expect("api key");
+        assert_eq!(key.expose(), "key-from-a-file");
+        let bad = format!("{BASE}\n[[arr]]\nname = \"a b\"\nkind = \"radarr\"\nurl = \"http://radarr:7878/?apikey=x\"\nsource = \"sonarr-4k\"\nevery = \"0s\"\n[[arr]]\nname = \"c\"\nkind = \"sonarr\"\nurl = \"http://s\"\napi_key = \"k\"\nsource = \"nope\"\n");
+        let msg = messages(load(&bad, &[]).expect_err("invalid arr"));
+        for needle in [
+            "arr[0]",
+            ".name",
+            ".api_key",
+            "RELAYARR_ARR__A B__API_KEY_FILE",
+            ".url",
+            "put the key in api_key",
+            "of kind sonarr, but this poller reads a radarr",
+            ".every",
+            "arr[1]",
+            "`nope`, which is not configured",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+        }
+    }
+
+    #[test]
     fn config_example_windows_source_block_parses_when_uncommented() {
         let block = uncommented_example_block("# [[source]]\n# name = \"sonarr-windows\"");
         let cfg = load(&block, &[])
