@@ -540,10 +540,10 @@ impl Config {
                 Some(_) => {}
             }
             for (field, value) in [("every", a.every), ("timeout", a.timeout)] {
-                if value < std::time::Duration::from_secs(1) {
+                if value.is_zero() {
                     errs.push(ConfigError::invalid(
                         format!("{key}.{field}"),
-                        "must be at least 1s",
+                        "must be greater than 0",
                         format!("remove it to use the default, or write e.g. {field} = \"5m\""),
                     ));
                 }
