@@ -304,7 +304,7 @@ async fn since(
         .map(str::to_owned);
     // The query parameter is checked first, then the header.
     let given = param("apikey").or_else(|| header.clone());
-    let mut record = |status: u16| {
+    let record = |status: u16| {
         lock(&st.requests).push(ArrRequest {
             query: query.clone(),
             api_key_header: header.clone(),

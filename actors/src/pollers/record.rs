@@ -142,6 +142,9 @@ pub struct Recovered {
     pub download_id: Option<String>,
 }
 
+/// Records that make one event: (family, download id for imports, file path).
+type GroupKey = (Family, Option<String>, String);
+
 /// Turns the records that `is_new` accepts into events, oldest first. Every record of the
 /// read is passed, so an upgrade's delete pairs with its import even when the delete was
 /// handled by an earlier read.
@@ -151,8 +154,8 @@ pub fn recoverable(
     records: &[HistoryRecord],
     is_new: impl Fn(&HistoryRecord) -> bool,
 ) -> Vec<Recovered> {
-    // Grouping key: (family, download id, path); insertion order kept by the Vec.
-    let mut groups: Vec<((Family, Option<String>, String), Vec<&HistoryRecord>)> = Vec::new();
+    // Insertion order kept by the Vec.
+    let mut groups: Vec<(GroupKey, Vec<&HistoryRecord>)> = Vec::new();
     for r in records.iter().filter(|r| is_new(r)) {
         let family = match &r.kind {
             RecordKind::Import => Family::Import,
