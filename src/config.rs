@@ -509,6 +509,16 @@ impl Config {
                     ),
                 ));
             }
+            if a.api_key
+                .as_ref()
+                .is_some_and(|k| http::HeaderValue::from_str(k.expose().trim()).is_err())
+            {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.api_key"),
+                    "has characters not allowed in an HTTP header",
+                    "copy the key again from Settings → General (32 hex characters)",
+                ));
+            }
             if let Err(problem) = relayarr_actors::pollers::client::check_url(&a.url) {
                 errs.push(ConfigError::invalid(
                     format!("{key}.url"),
@@ -853,7 +863,7 @@ auth = { token = "t" }
         .expect("key from the file");
         let key = cfg.arr[0].api_key.as_ref().expect("api key");
         assert_eq!(key.expose(), "key-from-a-file");
-        let bad = format!("{BASE}\n[[arr]]\nname = \"a b\"\nkind = \"radarr\"\nurl = \"http://radarr:7878/?apikey=x\"\nsource = \"sonarr-4k\"\nevery = \"0s\"\n[[arr]]\nname = \"c\"\nkind = \"sonarr\"\nurl = \"http://s\"\napi_key = \"k\"\nsource = \"nope\"\n");
+        let bad = format!("{BASE}\n[[arr]]\nname = \"a b\"\nkind = \"radarr\"\nurl = \"http://radarr:7878/?apikey=x\"\nsource = \"sonarr-4k\"\nevery = \"0s\"\n[[arr]]\nname = \"c\"\nkind = \"sonarr\"\nurl = \"http://s\"\napi_key = \"k\\u0007ey\"\nsource = \"nope\"\n");
         let msg = messages(load(&bad, &[]).expect_err("invalid arr"));
         for needle in [
             "arr[0]",
@@ -866,6 +876,7 @@ auth = { token = "t" }
             ".every",
             "arr[1]",
             "`nope`, which is not configured",
+            "characters not allowed in an HTTP header",
         ] {
             assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
         }

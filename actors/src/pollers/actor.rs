@@ -123,8 +123,12 @@ impl Actor for PollerActor {
     ) -> Result<PollerState, ActorProcessingErr> {
         let client = ArrClient::new(&args.cfg)?;
         let cursor = match args.store.poller_cursor(&args.cfg.name).await? {
-            Some(json) => serde_json::from_str(&json)
-                .map_err(|e| PollError::Cursor(format!("poller `{}`: {e}", args.cfg.name)))?,
+            // Starting afresh is safe: the first read covers `overlap`, and the dedup
+            // recognises what relayarr already has.
+            Some(json) => serde_json::from_str(&json).unwrap_or_else(|error| {
+                tracing::warn!(poller = %args.cfg.name, %error, "stored cursor unreadable; starting afresh");
+                Cursor::default()
+            }),
             None => Cursor::default(),
         };
         tracing::info!(
@@ -306,8 +310,10 @@ impl Read {
             .map(|r| (r.id, r.date));
         let next = cursor.advanced(handled, stats.recovered as u64, cfg.overlap, now_s);
         if next != cursor {
-            let json =
-                serde_json::to_string(&next).map_err(|e| PollError::Cursor(e.to_string()))?;
+            let json = serde_json::to_string(&next).map_err(|e| PollError::Serialise {
+                what: "the cursor",
+                reason: e.to_string(),
+            })?;
             self.store
                 .save_poller_cursor(cfg.name.clone(), json)
                 .await?;
@@ -328,8 +334,11 @@ impl Read {
     /// Commits one recovered event and hands it to the router. False when the store already
     /// had the same body (a read repeated after a crash).
     async fn commit(&self, r: super::record::Recovered) -> Result<bool, PollError> {
-        let normalized_json = serde_json::to_string(&r.event)
-            .map_err(|e| PollError::Cursor(format!("cannot serialise event: {e}")))?;
+        let normalized_json =
+            serde_json::to_string(&r.event).map_err(|e| PollError::Serialise {
+                what: "a recovered event",
+                reason: e.to_string(),
+            })?;
         let mut h = Sha256::new();
         h.update(self.cfg.source.as_bytes());
         h.update([0u8]);

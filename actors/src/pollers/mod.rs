@@ -47,6 +47,6 @@ pub enum PollError {
     },
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("stored cursor is unreadable: {0}")]
-    Cursor(String),
+    #[error("cannot serialise {what}: {reason}")]
+    Serialise { what: &'static str, reason: String },
 }
