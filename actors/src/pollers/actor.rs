@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use super::client::ArrClient;
 use super::config::ArrConfig;
 use super::cursor::{format_date, Cursor};
-use super::record::{is_known, key_of, parse_records, recoverable, RecordKind};
+use super::record::{is_known, key_of, parse_records, plan_read, Recovered};
 use super::PollError;
 use crate::router::RouterMsg;
 use crate::store::{now_ms, rfc3339_ms, CommittedEvent, NewEvent, Store};
@@ -270,27 +270,22 @@ impl Read {
             .await?;
         let (records, malformed) = parse_records(&body);
         let settled_before = now_s.saturating_sub(secs(cfg.settle));
-        let settled = |date: i64| date <= settled_before;
+        let plan = plan_read(cfg.kind, &cfg.source, &records, &cursor, settled_before);
         let mut stats = PollStats {
             records: records.len(),
             malformed,
-            deferred: records.iter().filter(|r| !settled(r.date)).count(),
-            seen: records
-                .iter()
-                .filter(|r| settled(r.date) && cursor.is_seen(r.id))
-                .count(),
+            deferred: plan.deferred,
+            seen: plan.seen,
             ..PollStats::default()
         };
-        let is_new = |r: &super::record::HistoryRecord| settled(r.date) && !cursor.is_seen(r.id);
-        let plan = recoverable(cfg.kind, &cfg.source, &records, is_new);
-        let mut known = match records.iter().filter(|r| is_new(r)).map(|r| r.date).min() {
-            Some(oldest) if !plan.is_empty() => {
+        let mut known = match plan.oldest_new {
+            Some(oldest) if !plan.recover.is_empty() => {
                 let since_ms = oldest.saturating_sub(CLOCK_SKEW_S).saturating_mul(1000);
                 self.store.event_file_keys(&cfg.source, since_ms).await?
             }
             _ => Vec::new(),
         };
-        for r in plan {
+        for r in plan.recover {
             if is_known(&r, &known) {
                 stats.duplicates += 1;
                 continue;
@@ -302,13 +297,7 @@ impl Read {
                 stats.duplicates += 1;
             }
         }
-        // Every settled record the reconciliation cares about is done with: recovered,
-        // found, or covered by its import (an upgrade's delete).
-        let handled = records
-            .iter()
-            .filter(|r| settled(r.date) && r.kind != RecordKind::Other)
-            .map(|r| (r.id, r.date));
-        let next = cursor.advanced(handled, stats.recovered as u64, cfg.overlap, now_s);
+        let next = cursor.advanced(plan.handled, stats.recovered as u64, cfg.overlap, now_s);
         if next != cursor {
             let json = serde_json::to_string(&next).map_err(|e| PollError::Serialise {
                 what: "the cursor",
@@ -333,7 +322,7 @@ impl Read {
 
     /// Commits one recovered event and hands it to the router. False when the store already
     /// had the same body (a read repeated after a crash).
-    async fn commit(&self, r: super::record::Recovered) -> Result<bool, PollError> {
+    async fn commit(&self, r: Recovered) -> Result<bool, PollError> {
         let normalized_json =
             serde_json::to_string(&r.event).map_err(|e| PollError::Serialise {
                 what: "a recovered event",

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::config::ArrKind;
-use super::cursor::parse_date;
+use super::cursor::{parse_date, Cursor};
 use crate::model::{Episode, EventKind, FileRef, Media, MediaIds, NormalizedEvent};
 use crate::sources::lenient::{field, i32_at, id_at, int_at, object, text_at, year_at};
 use crate::store::EventFileKey;
@@ -140,6 +140,48 @@ pub struct Recovered {
     /// The file that identifies it (see [`is_known`]).
     pub path: String,
     pub download_id: Option<String>,
+}
+
+/// How one read splits the records it got.
+#[derive(Debug)]
+pub struct ReadPlan {
+    /// Events to commit, unless the store already has them.
+    pub recover: Vec<Recovered>,
+    /// Records done with after this read (id, date): every settled one.
+    pub handled: Vec<(i64, i64)>,
+    /// Settled records an earlier read handled.
+    pub seen: usize,
+    /// Records dated after `settled_before`, left for a later read.
+    pub deferred: usize,
+    /// The date of the oldest record this read handles for the first time.
+    pub oldest_new: Option<i64>,
+}
+
+/// Splits a read: records dated after `settled_before` (unix seconds) wait, records the
+/// cursor knows are skipped, the rest become events.
+pub fn plan_read(
+    kind: ArrKind,
+    instance: &str,
+    records: &[HistoryRecord],
+    cursor: &Cursor,
+    settled_before: i64,
+) -> ReadPlan {
+    let settled = |r: &HistoryRecord| r.date <= settled_before;
+    let is_new = |r: &HistoryRecord| settled(r) && !cursor.is_seen(r.id);
+    ReadPlan {
+        recover: recoverable(kind, instance, records, is_new),
+        handled: records
+            .iter()
+            .filter(|r| settled(r))
+            .map(|r| (r.id, r.date))
+            .collect(),
+        seen: records
+            .iter()
+            .filter(|r| settled(r) && cursor.is_seen(r.id))
+            .count(),
+        deferred: records.iter().filter(|r| !settled(r)).count(),
+        oldest_new: records.iter().filter(|r| is_new(r)).map(|r| r.date).min(),
+    }
 }
 
 /// Records that make one event: (family, download id for imports, file path).
@@ -647,6 +689,41 @@ mod tests {
             Some("Movie Title (2023) [WEBDL-1080p].mkv")
         );
         assert!(ev.episodes.is_empty());
+    }
+
+    #[test]
+    fn record_read_defers_young_records_and_skips_seen_ones() {
+        let p6 = "/tv/The Expanse/Season 03/e6.mkv";
+        let (recs, _) = parse_records(&[
+            import(1, 5, "2025-03-10T18:00:00Z", "DL1", P5),
+            json!({"id": 2, "date": "2025-03-10T18:00:00Z", "eventType": "grabbed", "data": {}}),
+            import(3, 6, "2025-03-10T18:00:00Z", "DL2", p6),
+            import(
+                4,
+                7,
+                "2025-03-10T18:00:31Z",
+                "DL3",
+                "/tv/The Expanse/Season 03/e7.mkv",
+            ),
+        ]);
+        let at = parse_date("2025-03-10T18:00:00Z").expect("date");
+        let cursor =
+            Cursor::default().advanced([(1, at)], 0, std::time::Duration::from_secs(3600), 0);
+        // Read at 18:00:30 with a 30 s settle: record 4 (18:00:31) waits.
+        let plan = plan_read(ArrKind::Sonarr, "sonarr", &recs, &cursor, at);
+        assert_eq!(plan.recover.len(), 1);
+        assert_eq!(plan.recover[0].path, p6);
+        assert_eq!(plan.seen, 1);
+        assert_eq!(plan.deferred, 1);
+        assert_eq!(plan.handled, [(1, at), (2, at), (3, at)]);
+        assert_eq!(plan.oldest_new, Some(at));
+        // Once settled, only record 4 is new.
+        let cursor = cursor.advanced(plan.handled, 1, std::time::Duration::from_secs(3600), 0);
+        let plan = plan_read(ArrKind::Sonarr, "sonarr", &recs, &cursor, at + 31);
+        assert_eq!(plan.recover.len(), 1);
+        assert_eq!(plan.recover[0].records, [4]);
+        assert_eq!(plan.seen, 3);
+        assert_eq!(plan.deferred, 0);
     }
 
     #[test]
