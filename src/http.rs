@@ -160,8 +160,8 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/api/v1/admin/targets/{name}", get(admin_hook).patch(admin_patch_hook))
         .route("/api/v1/admin/targets/{name}/replay", post(admin_replay_hook))
         .route("/api/v1/admin/rejections", get(admin_rejections))
-        .route("/api/v1/actors", get(admin_actors))
-        .route("/api/v1/admin/pollers", get(admin_pollers));
+        .route("/api/v1/actors", get(admin_actors));
+    r = r.route("/api/v1/admin/pollers", get(admin_pollers));
     for alias in ALIASES {
         let path = alias.path;
         r = r.route(
