@@ -20,6 +20,7 @@ use relayarr_actors::model::SourceKind;
 use relayarr_actors::pathmap::PathMapper;
 use relayarr_actors::plex::cards::CardLocator;
 use relayarr_actors::plex::config::PlexConfig;
+use relayarr_actors::pollers::config::ArrConfig;
 use relayarr_actors::sources::auth::{AuthConfig, Secret};
 use relayarr_actors::sources::config::SourceConfig;
 use relayarr_actors::store::StoreConfig;
@@ -58,6 +59,9 @@ pub struct Config {
     /// Plex servers kept in sync: partial scans after imports, title cards put back.
     #[serde(default, rename = "plex")]
     pub plex: Vec<PlexConfig>,
+    /// Sonarr/Radarr whose history is read to recover events whose webhooks never came.
+    #[serde(default, rename = "arr")]
+    pub arr: Vec<ArrConfig>,
     /// Delivery history retention.
     #[serde(default)]
     pub history: HistoryConfig,
@@ -463,6 +467,7 @@ impl Config {
                 }
             }
         }
+        self.validate_arr(&mut errs);
         for (path, target) in &self.aliases {
             if !ALIASES.iter().any(|a| a.path == path) && !path.starts_with("/triggers/") {
                 errs.push(ConfigError::invalid(
@@ -490,6 +495,86 @@ impl Config {
             Ok(())
         } else {
             Err(errs)
+        }
+    }
+
+    /// `[[arr]]`: names, keys, URLs, the source each reconciles, and intervals.
+    fn validate_arr(&self, errs: &mut Vec<ConfigError>) {
+        let mut names = HashSet::new();
+        for (i, a) in self.arr.iter().enumerate() {
+            let key = format!("arr[{i}] (name = {:?})", a.name);
+            check_name(
+                errs,
+                &mut names,
+                &key,
+                &a.name,
+                ("arr", "`sonarr`; its actor is poller:{name}"),
+            );
+            if a.api_key
+                .as_ref()
+                .is_none_or(|k| k.expose().trim().is_empty())
+            {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.api_key"),
+                    "is missing",
+                    format!(
+                        "set api_key = \"…\" ({} → Settings → General → API Key), or \
+                         RELAYARR_ARR__{}__API_KEY_FILE=/run/secrets/{}_api_key",
+                        a.kind,
+                        a.name.to_ascii_uppercase().replace('-', "_"),
+                        a.kind
+                    ),
+                ));
+            }
+            if a.api_key
+                .as_ref()
+                .is_some_and(|k| http::HeaderValue::from_str(k.expose().trim()).is_err())
+            {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.api_key"),
+                    "has characters not allowed in an HTTP header",
+                    "copy the key again from Settings → General (32 hex characters)",
+                ));
+            }
+            if let Err(problem) = relayarr_actors::pollers::client::check_url(&a.url) {
+                errs.push(ConfigError::invalid(
+                    format!("{key}.url"),
+                    problem,
+                    format!(
+                        "use the app's base URL, e.g. http://{}:{}",
+                        a.kind,
+                        match a.kind {
+                            relayarr_actors::pollers::config::ArrKind::Sonarr => 8989,
+                            relayarr_actors::pollers::config::ArrKind::Radarr => 7878,
+                        }
+                    ),
+                ));
+            }
+            match self.sources.iter().find(|s| s.name == a.source) {
+                None => errs.push(ConfigError::invalid(
+                    format!("{key}.source"),
+                    format!("names source `{}`, which is not configured", a.source),
+                    "point it at the `name` of the [[source]] this app sends its webhooks to",
+                )),
+                Some(s) if s.kind != a.kind.source_kind() => errs.push(ConfigError::invalid(
+                    format!("{key}.source"),
+                    format!(
+                        "names source `{}` of kind {}, but this poller reads a {}",
+                        a.source, s.kind, a.kind
+                    ),
+                    format!("point it at a [[source]] with kind = \"{}\"", a.kind),
+                )),
+                Some(_) => {}
+            }
+            for (field, value) in [("every", a.every), ("timeout", a.timeout)] {
+                if value.is_zero() {
+                    errs.push(ConfigError::invalid(
+                        format!("{key}.{field}"),
+                        "must be greater than 0",
+                        format!("remove it to use the default, or write e.g. {field} = \"5m\""),
+                    ));
+                }
+            }
         }
     }
 
@@ -597,7 +682,7 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
     let mut i = 0;
     while i + 1 < path.len() {
         let seg = &path[i];
-        if ["source", "hook", "plex"].contains(&seg.as_str()) {
+        if ["source", "hook", "plex", "arr"].contains(&seg.as_str()) {
             let name = path.get(i + 1).cloned().unwrap_or_default();
             let sources = node
                 .get_mut(seg.as_str())
@@ -829,6 +914,66 @@ auth = { token = "t" }
         assert_eq!(p.max_in_flight.get(), 2);
         assert_eq!(p.path_rules.len(), 2);
         assert!(p.cards.as_ref().is_some_and(|c| c.lock));
+    }
+
+    #[test]
+    fn config_example_arr_block_parses_when_uncommented() {
+        let block = uncommented_example_block("# [[arr]]");
+        // The poller names a source, which the block alone does not configure.
+        let text =
+            format!("[[source]]\nname = \"sonarr\"\nkind = \"sonarr\"\nauth = \"none\"\n{block}");
+        let cfg = load(&text, &[])
+            .map_err(messages)
+            .expect("uncommented arr block is valid");
+        let a = &cfg.arr[0];
+        assert_eq!(a.name, "sonarr");
+        assert_eq!(a.source, "sonarr");
+        assert_eq!(a.every, Duration::from_secs(300));
+        assert_eq!(a.overlap, Duration::from_secs(3600));
+        for key in [
+            "name", "kind", "url", "api_key", "source", "every", "overlap", "settle", "timeout",
+        ] {
+            assert!(
+                block.contains(&format!("\n{key} = ")) || block.starts_with(&format!("{key} = ")),
+                "the [[arr]] example does not document {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_arr_key_from_env_file_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("sonarr_key");
+        std::fs::write(&f, "key-from-a-file\n").expect("write");
+        let text = format!("{BASE}\n[[arr]]\nname = \"sonarr-4k\"\nkind = \"sonarr\"\nurl = \"http://sonarr:8989\"\nsource = \"sonarr-4k\"\n");
+        let cfg = load(
+            &text,
+            &[(
+                "RELAYARR_ARR__SONARR_4K__API_KEY_FILE",
+                f.to_str().expect("utf8"),
+            )],
+        )
+        .map_err(messages)
+        .expect("key from the file");
+        let key = cfg.arr[0].api_key.as_ref().expect("api key");
+        assert_eq!(key.expose(), "key-from-a-file");
+        let bad = format!("{BASE}\n[[arr]]\nname = \"a b\"\nkind = \"radarr\"\nurl = \"http://radarr:7878/?apikey=x\"\nsource = \"sonarr-4k\"\nevery = \"0s\"\n[[arr]]\nname = \"c\"\nkind = \"sonarr\"\nurl = \"http://s\"\napi_key = \"k\\u0007ey\"\nsource = \"nope\"\n");
+        let msg = messages(load(&bad, &[]).expect_err("invalid arr"));
+        for needle in [
+            "arr[0]",
+            ".name",
+            ".api_key",
+            "RELAYARR_ARR__A B__API_KEY_FILE",
+            ".url",
+            "put the key in api_key",
+            "of kind sonarr, but this poller reads a radarr",
+            ".every",
+            "arr[1]",
+            "`nope`, which is not configured",
+            "characters not allowed in an HTTP header",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+        }
     }
 
     #[test]

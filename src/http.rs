@@ -21,6 +21,7 @@ use relayarr_actors::delivery::TargetStats;
 use relayarr_actors::hooks::retry::Rate;
 use relayarr_actors::metrics::Metrics;
 use relayarr_actors::plex::executor::PlexExecutor;
+use relayarr_actors::pollers::actor::PollerMsg;
 use relayarr_actors::sources::actor::{InboundRequest, IngestError, IngestOutcome, SourceMsg};
 use relayarr_actors::sources::auth::{ct_eq, Secret};
 use relayarr_actors::store::ReplayScope;
@@ -65,6 +66,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Replay jobs started through the admin API (bounded, in memory).
     jobs: Jobs,
+    /// `[[arr]]` poller names, in config order.
+    pollers: Vec<String>,
 }
 
 impl AppState {
@@ -113,6 +116,7 @@ impl AppState {
                 source_names: cfg.sources.iter().map(|s| s.name.clone()).collect(),
                 metrics,
                 jobs: Jobs::default(),
+                pollers: cfg.arr.iter().map(|a| a.name.clone()).collect(),
             }),
         }
     }
@@ -204,6 +208,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/api/v1/admin/events", get(admin_events))
         .route("/api/v1/admin/events/{id}/explain", get(admin_explain))
         .route("/api/v1/admin/jobs/{id}", get(admin_job));
+    r = r.route("/api/v1/admin/pollers", get(admin_pollers));
     for alias in ALIASES {
         let path = alias.path;
         r = r.route(
@@ -939,6 +944,29 @@ async fn admin_debouncer(
         Ok(CallResult::Success(stats)) => Ok(Json(stats).into_response()),
         _ => Err(ApiError::Unavailable("the debouncer did not answer".into())),
     }
+}
+
+/// `GET /api/v1/admin/pollers`: each `[[arr]]` poller's last read, last error, cursor and
+/// recovered count, asked of the poller itself.
+async fn admin_pollers(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let mut out = Vec::new();
+    for name in &st.inner.pollers {
+        let answer = match ActorRef::<PollerMsg>::where_is(st.inner.names.poller(name)) {
+            Some(p) => p.call(PollerMsg::Status, Some(ADMIN_CALL)).await.ok(),
+            None => None,
+        };
+        out.push(match answer {
+            Some(CallResult::Success(status)) => json!(status),
+            _ => {
+                json!({ "name": name, "last_error": "the poller is restarting or did not answer" })
+            }
+        });
+    }
+    Ok(Json(json!({ "pollers": out })).into_response())
 }
 
 /// An RFC 3339 time, or a duration before now (`90s`, `2h`, `7d`), as unix milliseconds.

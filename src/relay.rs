@@ -114,6 +114,7 @@ impl RelayBuilder {
             sweep_every: cfg.supervision.sweep_every,
             sweep_age: cfg.supervision.sweep_every,
             metrics: Arc::clone(&metrics),
+            pollers: cfg.arr.iter().cloned().map(Arc::new).collect(),
         };
         let (root, root_handle) = start_system(system)
             .await

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod model;
 pub mod pathmap;
 pub mod plex;
+pub mod pollers;
 pub mod router;
 pub mod sources;
 pub mod store;

@@ -11,7 +11,8 @@
 //! ├── router
 //! ├── sources         supervisor
 //! │   └── source:NAME one per configured source
-//! └── pollers         *arr reconciliation supervisor (later)
+//! └── pollers         *arr reconciliation supervisor
+//!     └── poller:NAME one per [[arr]]: reads its history, recovers missed events
 //! ```
 //!
 //! Children stop in reverse order, so ingress-facing actors stop before the router, and the
@@ -39,6 +40,8 @@ use crate::metrics::Metrics;
 use crate::pathmap::PathMapper;
 use crate::plex::config::PlexConfig;
 use crate::plex::executor::PlexExecutor;
+use crate::pollers::actor::{PollerActor, PollerArgs};
+use crate::pollers::config::ArrConfig;
 use crate::router::{RouteTarget, RouterActor, RouterArgs};
 use crate::sources::actor::{SourceActor, SourceArgs};
 use crate::sources::config::SourceConfig;
@@ -94,6 +97,10 @@ impl Names {
     }
     pub fn pollers(&self) -> String {
         self.n("pollers")
+    }
+    /// The reconciliation poller of one `[[arr]]`.
+    pub fn poller(&self, name: &str) -> String {
+        self.n(&format!("poller:{name}"))
     }
 }
 
@@ -260,6 +267,8 @@ pub struct SystemConfig {
     pub sweep_age: Duration,
     /// Counters the actors increment, and the supervision board.
     pub metrics: Arc<Metrics>,
+    /// One reconciliation poller per `[[arr]]`.
+    pub pollers: Vec<Arc<ArrConfig>>,
 }
 
 fn supervisor(
@@ -296,6 +305,21 @@ pub async fn start_system(
                     store: Arc::clone(&cfg.store),
                     names: names.clone(),
                     metrics: Arc::clone(&cfg.metrics),
+                },
+            }) as Arc<dyn ChildSpec>
+        })
+        .collect();
+    let pollers: Vec<Arc<dyn ChildSpec>> = cfg
+        .pollers
+        .iter()
+        .map(|p| {
+            Arc::new(ActorSpec {
+                name: names.poller(&p.name),
+                actor: PollerActor,
+                args: PollerArgs {
+                    cfg: Arc::clone(p),
+                    store: Arc::clone(&cfg.store),
+                    names: names.clone(),
                 },
             }) as Arc<dyn ChildSpec>
         })
@@ -359,7 +383,7 @@ pub async fn start_system(
             },
         }),
         supervisor(names.sources(), &cfg, sources),
-        supervisor(names.pollers(), &cfg, Vec::new()),
+        supervisor(names.pollers(), &cfg, pollers),
     ];
     let args = SupervisorArgs {
         backoff: cfg.backoff.clone(),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod expect;
+pub mod fake_arr;
 pub mod fake_plex;
 pub mod receiver;
 

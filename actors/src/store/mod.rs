@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::model::NormalizedEvent;
+use crate::model::{EventKind, NormalizedEvent};
 
 pub use sqlite::SqliteStore;
 
@@ -389,6 +389,36 @@ pub struct EventDeliveries {
     pub attempts: Vec<Attempt>,
 }
 
+/// One file of a stored import, upgrade, rename or delete event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventFileKey {
+    pub kind: EventKind,
+    pub download_id: Option<String>,
+    pub path: String,
+    pub deleted: bool,
+}
+
+impl EventFileKey {
+    /// The keys of one event: one per file, for the kinds that name files.
+    pub fn of(ev: &NormalizedEvent) -> Vec<EventFileKey> {
+        if !matches!(
+            ev.kind,
+            EventKind::Import | EventKind::Upgrade | EventKind::Rename | EventKind::Delete
+        ) {
+            return Vec::new();
+        }
+        ev.files
+            .iter()
+            .map(|f| EventFileKey {
+                kind: ev.kind.clone(),
+                download_id: ev.download_id.clone(),
+                path: f.path.clone(),
+                deleted: f.deleted,
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// The database refused or failed an operation (the backend's own message).
@@ -533,6 +563,24 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         event_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<EventDeliveries>, StoreError>>;
+    /// The files of `source`'s import, upgrade, rename and delete events received at or
+    /// after `since_ms`: what the reconciliation pollers dedup against.
+    fn event_file_keys<'a>(
+        &'a self,
+        source: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<EventFileKey>, StoreError>>;
+    /// A poller's saved cursor (JSON, owned by `pollers::cursor`).
+    fn poller_cursor<'a>(
+        &'a self,
+        poller: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    /// Saves a poller's cursor.
+    fn save_poller_cursor(
+        &self,
+        poller: String,
+        cursor: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// Formats unix milliseconds as RFC 3339 UTC.

@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, DebounceItem, Delivery,
-    DeliveryCounts, DeliveryUpdate, FireGroup, Group, HookOverrides, NewDelivery, NewEvent,
-    PendingSummary, Rejection, ReplayScope, Store, StoreConfig, StoreError, StoredEvent,
+    DeliveryCounts, DeliveryUpdate, EventFileKey, FireGroup, Group, HookOverrides, NewDelivery,
+    NewEvent, PendingSummary, Rejection, ReplayScope, Store, StoreConfig, StoreError, StoredEvent,
 };
 use super::{
     DeliveryInfo, DeliveryState, EventDeliveries, EventFilter, EventSummary, TargetCounts,
@@ -158,6 +158,16 @@ CREATE TABLE plex_cards (
     r#"
 CREATE INDEX deliveries_group ON deliveries (event_seq) WHERE payload IS NOT NULL;
 "#,
+    // Reconciliation pollers: one cursor per [[arr]] (JSON, see `pollers::cursor`). Their
+    // dedup reads events by `received_at` (a window of about an hour, through
+    // `events_received`), so `events` gets no new index on the ingest path.
+    r#"
+CREATE TABLE poller_cursors (
+    poller      TEXT    PRIMARY KEY,
+    state       TEXT    NOT NULL,
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// How many commands may wait for the writer before callers are made to wait.
@@ -233,6 +243,7 @@ enum WriteCmd {
     Rejections(Vec<Rejection>, Reply<()>),
     Close(Reply<()>),
     Ping(Reply<()>),
+    SavePollerCursor(String, String, Reply<()>),
 }
 
 /// SQLite store handle. Cheap to clone through `Arc`.
@@ -734,6 +745,17 @@ impl Writer {
                                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                             )
                             .and_then(|mut st| st.execute([now]))
+                            .map(|_| ())
+                            .map_err(StoreError::from);
+                        done.push(Done::Unit(reply, r));
+                    }
+                    WriteCmd::SavePollerCursor(poller, state, reply) => {
+                        let r = tx
+                            .prepare_cached(
+                                "INSERT OR REPLACE INTO poller_cursors (poller, state, updated_at) \
+                                 VALUES (?1, ?2, ?3)",
+                            )
+                            .and_then(|mut st| st.execute(params![poller, state, now]))
                             .map(|_| ())
                             .map_err(StoreError::from);
                         done.push(Done::Unit(reply, r));
@@ -1955,6 +1977,40 @@ impl Store for SqliteStore {
         .boxed()
     }
 
+    fn event_file_keys<'a>(
+        &'a self,
+        source: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<EventFileKey>, StoreError>> {
+        let source = source.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, codec, normalized FROM events WHERE received_at >= ?1 \
+                 AND source = ?2 AND kind IN ('import', 'upgrade', 'rename', 'delete')",
+            )?;
+            let rows = stmt.query_map(params![since_ms, source], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, codec, data) = row?;
+                let json = decode(codec, data, &id)?;
+                let ev: NormalizedEvent =
+                    serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                        id: id.clone(),
+                        reason: e.to_string(),
+                    })?;
+                out.extend(EventFileKey::of(&ev));
+            }
+            Ok(out)
+        })
+        .boxed()
+    }
+
     fn list_events(
         &self,
         filter: EventFilter,
@@ -1968,5 +2024,28 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<Option<EventDeliveries>, StoreError>> {
         let id = event_id.to_owned();
         self.read(move |conn| event_deliveries(conn, &id)).boxed()
+    }
+
+    fn poller_cursor<'a>(
+        &'a self,
+        poller: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let poller = poller.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT state FROM poller_cursors WHERE poller = ?1")?
+                .query_row([poller], |r| r.get(0))
+                .optional()?)
+        })
+        .boxed()
+    }
+
+    fn save_poller_cursor(
+        &self,
+        poller: String,
+        cursor: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(|r| WriteCmd::SavePollerCursor(poller, cursor, r))
+            .boxed()
     }
 }
