@@ -145,7 +145,7 @@ async fn cli_admin_commands_print_what_the_api_says() {
         })
         .unwrap_or_else(|| panic!("{out}"));
     assert!(
-        hook_line.starts_with("    ") && hook_line.contains("Running"),
+        hook_line.starts_with("    ") && hook_line.contains("running"),
         "{out}"
     );
     assert!(!out.starts_with(' '), "{out}");
