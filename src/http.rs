@@ -26,8 +26,9 @@ use relayarr_actors::sources::actor::{InboundRequest, IngestError, IngestOutcome
 use relayarr_actors::sources::auth::{ct_eq, Secret};
 use relayarr_actors::store::ReplayScope;
 use relayarr_actors::store::{now_ms, rfc3339_ms, DeliveryState, EventFilter, Store};
+use relayarr_actors::supervisor::SupervisorMsg;
 use relayarr_actors::system::Names;
-use relayarr_actors::system::TargetSpec;
+use relayarr_actors::system::{worker_spec, TargetRegistry, TargetSpec};
 use serde_json::json;
 
 use crate::config::{Config, ALIASES};
@@ -53,12 +54,15 @@ struct Inner {
     ingest_timeout: Duration,
     admin_token: Option<Secret>,
     store: Arc<dyn Store>,
-    /// Every delivery target: (stored name, kind, the worker's actor name), in config order.
-    targets: Vec<(String, &'static str, String)>,
-    /// Each target's config, secrets masked, and the compiled hooks (for test fires).
-    configs: HashMap<String, serde_json::Value>,
-    hooks: HashMap<String, Arc<relayarr_actors::hooks::delivery::CompiledHook>>,
-    outbound_strict: bool,
+    /// Every delivery target, current: hooks are created and deleted at runtime.
+    targets: Arc<TargetRegistry>,
+    /// Hooks of the config file: the admin API cannot replace or delete them.
+    config_hooks: std::collections::HashSet<String>,
+    /// Names of the Plex servers and sources: a new hook may not take them.
+    outbound: relayarr_actors::hooks::config::OutboundConfig,
+    /// Serialises hook creation, replacement and deletion.
+    hook_admin: tokio::sync::Mutex<()>,
+    drain_grace: Duration,
     /// The Plex servers, for the path-mapping dry run.
     plex: Vec<Arc<PlexExecutor>>,
     /// Configured source names, for the dry run's check.
@@ -75,7 +79,7 @@ impl AppState {
         cfg: &Config,
         names: Names,
         store: Arc<dyn Store>,
-        targets: &[TargetSpec],
+        targets: Arc<TargetRegistry>,
         plex: Vec<Arc<PlexExecutor>>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -99,19 +103,11 @@ impl AppState {
                 ingest_timeout: cfg.server.ingest_timeout,
                 admin_token: cfg.server.admin_token.clone(),
                 store,
-                targets: targets
-                    .iter()
-                    .map(|t| (t.route.name.clone(), t.kind, t.route.actor.clone()))
-                    .collect(),
-                configs: targets
-                    .iter()
-                    .map(|t| (t.route.name.clone(), t.config.clone()))
-                    .collect(),
-                hooks: targets
-                    .iter()
-                    .filter_map(|t| Some((t.route.name.clone(), Arc::clone(t.hook.as_ref()?))))
-                    .collect(),
-                outbound_strict: cfg.outbound.strict,
+                targets,
+                config_hooks: cfg.hooks.iter().map(|h| h.name.clone()).collect(),
+                outbound: cfg.outbound.clone(),
+                hook_admin: tokio::sync::Mutex::new(()),
+                drain_grace: cfg.server.shutdown_grace,
                 plex,
                 source_names: cfg.sources.iter().map(|s| s.name.clone()).collect(),
                 metrics,
@@ -134,8 +130,13 @@ impl AppState {
     }
 
     /// Stored names of every delivery target, in config order.
-    pub(crate) fn target_names(&self) -> impl Iterator<Item = &str> {
-        self.inner.targets.iter().map(|(n, _, _)| n.as_str())
+    pub(crate) fn target_names(&self) -> Vec<String> {
+        self.inner
+            .targets
+            .all()
+            .into_iter()
+            .map(|t| t.route.name)
+            .collect()
     }
 }
 
@@ -192,8 +193,14 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/api/v1/admin/events/{id}", get(admin_event))
         .route("/api/v1/admin/events/{id}/attempts", get(admin_event_attempts))
         .route("/api/v1/admin/events/{id}/replay", post(admin_replay_event))
-        .route("/api/v1/admin/hooks", get(admin_hooks))
-        .route("/api/v1/admin/hooks/{name}", get(admin_hook).patch(admin_patch_hook))
+        .route("/api/v1/admin/hooks", get(admin_hooks).post(admin_create_hook))
+        .route(
+            "/api/v1/admin/hooks/{name}",
+            get(admin_hook)
+                .patch(admin_patch_hook)
+                .put(admin_replace_hook)
+                .delete(admin_delete_hook),
+        )
         .route("/api/v1/admin/hooks/{name}/replay", post(admin_replay_hook))
         .route("/api/v1/admin/hooks/{name}/test", post(admin_test_hook))
         .route("/", get(dashboard::index))
@@ -442,13 +449,12 @@ async fn admin_actors(
 const ADMIN_CALL: Duration = Duration::from_secs(5);
 
 fn worker(st: &AppState, name: &str) -> Result<ActorRef<WorkerMsg>, ApiError> {
-    let (_, _, actor) = st
+    let actor = st
         .inner
         .targets
-        .iter()
-        .find(|(n, _, _)| n == name)
+        .actor_of(name)
         .ok_or_else(|| ApiError::NotFound(format!("no target named `{name}`")))?;
-    ActorRef::<WorkerMsg>::where_is(actor.clone())
+    ActorRef::<WorkerMsg>::where_is(actor)
         .ok_or_else(|| ApiError::Unavailable(format!("`{name}` is restarting; retry shortly")))
 }
 
@@ -469,7 +475,12 @@ where
 async fn target_view(st: &AppState, name: &str) -> Result<serde_json::Value, ApiError> {
     let stats: TargetStats = call_worker(st, name, WorkerMsg::Stats).await?;
     let counts = st.inner.store.delivery_counts(name).await?;
-    let config = st.inner.configs.get(name).cloned().unwrap_or_default();
+    let config = st
+        .inner
+        .targets
+        .get(name)
+        .map(|t| t.config)
+        .unwrap_or_default();
     Ok(json!({ "stats": stats, "deliveries": counts, "config": config }))
 }
 
@@ -478,9 +489,9 @@ async fn list_targets(
     kind: Option<&str>,
 ) -> Result<Vec<serde_json::Value>, ApiError> {
     let mut out = Vec::new();
-    for (name, k, _) in st.inner.targets.clone() {
-        if kind.is_none_or(|want| want == k) {
-            out.push(target_view(st, &name).await?);
+    for t in st.inner.targets.all() {
+        if kind.is_none_or(|want| want == t.kind) {
+            out.push(target_view(st, &t.route.name).await?);
         }
     }
     Ok(out)
@@ -685,7 +696,7 @@ async fn admin_replay_hook(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     check_admin(&st, &headers)?;
-    if !st.inner.targets.iter().any(|(n, _, _)| n == &name) {
+    if st.inner.targets.get(&name).is_none() {
         return Err(ApiError::NotFound(format!("no target named `{name}`")));
     }
     let query = parse_query(uri.query());
@@ -876,6 +887,154 @@ async fn admin_explain(
     .into_response())
 }
 
+fn body_text(body: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|e| ApiError::invalid("body", format!("not UTF-8: {e}")))
+}
+
+/// Starts a compiled hook: its worker under `hooks`, then the router sees it.
+async fn start_hook(
+    st: &AppState,
+    hook: relayarr_actors::hooks::delivery::CompiledHook,
+) -> Result<(), ApiError> {
+    let inner = &st.inner;
+    let spec = TargetSpec::hook(
+        &inner.names,
+        Arc::new(hook),
+        &inner.store,
+        &inner.outbound,
+        inner.drain_grace,
+    )
+    .map_err(ApiError::Unavailable)?;
+    let name = spec.route.name.clone();
+    let child = worker_spec(&spec, &inner.store, &inner.names, &inner.metrics);
+    let hooks = ActorRef::<SupervisorMsg>::where_is(inner.names.hooks())
+        .ok_or_else(|| ApiError::Unavailable("the hooks supervisor is restarting".into()))?;
+    match hooks
+        .call(|r| SupervisorMsg::Add(child, r), Some(ADMIN_CALL * 2))
+        .await
+    {
+        Ok(CallResult::Success(Ok(()))) => {}
+        Ok(CallResult::Success(Err(e))) => return Err(ApiError::Conflict(e)),
+        _ => {
+            return Err(ApiError::Unavailable(
+                "the hooks supervisor did not answer".into(),
+            ))
+        }
+    }
+    inner.targets.add(spec);
+    tracing::info!(hook = %name, "hook started through the admin API");
+    Ok(())
+}
+
+/// Stops a hook's worker (it drains what is in flight) and takes it out of routing. Its
+/// pending deliveries stay in the store: a hook created again under the same name sends
+/// them.
+async fn stop_hook(st: &AppState, name: &str) -> Result<(), ApiError> {
+    let inner = &st.inner;
+    let actor = inner
+        .targets
+        .actor_of(name)
+        .ok_or_else(|| ApiError::NotFound(format!("no hook named `{name}`")))?;
+    inner.targets.remove(name);
+    let hooks = ActorRef::<SupervisorMsg>::where_is(inner.names.hooks())
+        .ok_or_else(|| ApiError::Unavailable("the hooks supervisor is restarting".into()))?;
+    let grace = inner.drain_grace + Duration::from_secs(5);
+    match hooks
+        .call(|r| SupervisorMsg::Remove(actor, r), Some(grace))
+        .await
+    {
+        Ok(CallResult::Success(Ok(()))) => Ok(()),
+        Ok(CallResult::Success(Err(e))) => Err(ApiError::Conflict(e)),
+        _ => Err(ApiError::Unavailable(
+            "the hooks supervisor did not answer".into(),
+        )),
+    }
+}
+
+/// Hooks of the config file are managed there.
+fn runtime_only(st: &AppState, name: &str) -> Result<(), ApiError> {
+    if st.inner.config_hooks.contains(name) {
+        return Err(ApiError::Conflict(format!(
+            "hook `{name}` is defined in the config file; change it there (its limits and \
+             enabled state can be changed with PATCH)"
+        )));
+    }
+    match st.inner.targets.get(name) {
+        Some(t) if t.kind == "hook" => Ok(()),
+        Some(_) => Err(ApiError::Conflict(format!("`{name}` is not a hook"))),
+        None => Err(ApiError::NotFound(format!("no hook named `{name}`"))),
+    }
+}
+
+/// `POST /api/v1/admin/hooks` with a hook's config as JSON (the keys of a `[[hook]]`
+/// table): validated like the config file, saved, and started at once. 201 with its view.
+async fn admin_create_hook(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let _one_at_a_time = st.inner.hook_admin.lock().await;
+    let json = body_text(&body)?;
+    let hook = crate::hook_admin::compile(json, &st.inner.outbound)?;
+    let name = hook.cfg.name.clone();
+    if st.inner.targets.get(&name).is_some() {
+        return Err(ApiError::Conflict(format!("the name `{name}` is taken")));
+    }
+    st.inner
+        .store
+        .save_runtime_hook(name.clone(), Some(json.to_owned()))
+        .await?;
+    if let Err(e) = start_hook(&st, hook).await {
+        let _ = st.inner.store.save_runtime_hook(name.clone(), None).await;
+        return Err(e);
+    }
+    Ok((StatusCode::CREATED, Json(target_view(&st, &name).await?)).into_response())
+}
+
+/// `PUT /api/v1/admin/hooks/{name}`: replaces a hook created through the API. The old
+/// worker drains first; pending deliveries go to the new one.
+async fn admin_replace_hook(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let _one_at_a_time = st.inner.hook_admin.lock().await;
+    runtime_only(&st, &name)?;
+    let json = body_text(&body)?;
+    let hook = crate::hook_admin::compile(json, &st.inner.outbound)?;
+    if hook.cfg.name != name {
+        return Err(ApiError::invalid(
+            "name",
+            format!("must be `{name}`, the hook being replaced"),
+        ));
+    }
+    stop_hook(&st, &name).await?;
+    st.inner
+        .store
+        .save_runtime_hook(name.clone(), Some(json.to_owned()))
+        .await?;
+    start_hook(&st, hook).await?;
+    Ok(Json(target_view(&st, &name).await?).into_response())
+}
+
+/// `DELETE /api/v1/admin/hooks/{name}`: stops and forgets a hook created through the API.
+async fn admin_delete_hook(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&st, &headers)?;
+    let _one_at_a_time = st.inner.hook_admin.lock().await;
+    runtime_only(&st, &name)?;
+    stop_hook(&st, &name).await?;
+    st.inner.store.save_runtime_hook(name.clone(), None).await?;
+    tracing::info!(hook = %name, "hook deleted through the admin API");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `POST /api/v1/admin/hooks/{name}/test`: sends the sample event to the hook through the
 /// same rendering, signing and sending code as a delivery (not queued, not recorded), and
 /// answers with what came back.
@@ -887,10 +1046,11 @@ async fn admin_test_hook(
     check_admin(&st, &headers)?;
     let hook = st
         .inner
-        .hooks
+        .targets
         .get(&name)
+        .and_then(|t| t.hook)
         .ok_or_else(|| ApiError::NotFound(format!("no hook named `{name}`")))?;
-    let report = crate::test_hook::fire_sample(hook, st.inner.outbound_strict)
+    let report = crate::test_hook::fire_sample(&hook, st.inner.outbound.strict)
         .await
         .map_err(ApiError::Unavailable)?;
     let r = &report.result;

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod hook_admin;
 pub mod http;
 pub mod jobs;
 pub mod map_path;

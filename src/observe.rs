@@ -66,8 +66,9 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let mut queues: Vec<PendingSummary> = st
         .target_names()
+        .into_iter()
         .map(|t| PendingSummary {
-            target: t.to_owned(),
+            target: t,
             ..PendingSummary::default()
         })
         .collect();

@@ -9,7 +9,9 @@ use ractor::ActorRef;
 use relayarr_actors::metrics::Metrics;
 use relayarr_actors::store::{SqliteStore, Store, StoreError};
 use relayarr_actors::supervisor::{render_tree, SupervisorMsg};
-use relayarr_actors::system::{drain_workers, start_system, Names, SystemConfig, TargetSpec};
+use relayarr_actors::system::{
+    drain_workers, start_system, Names, SystemConfig, TargetRegistry, TargetSpec,
+};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -102,11 +104,29 @@ impl RelayBuilder {
             targets.push(spec);
             plex.push(executor);
         }
+        // Hooks created through the admin API, saved in the store. A name the config file
+        // took meanwhile wins; one that no longer validates is skipped, loudly.
+        for (name, json) in store.runtime_hooks().await? {
+            if targets.iter().any(|t| t.route.name == name) {
+                tracing::warn!(hook = %name, "a hook created at runtime has the name of a configured target; the config file wins");
+                continue;
+            }
+            match crate::hook_admin::compile(&json, &cfg.outbound) {
+                Ok(hook) => targets.push(
+                    TargetSpec::hook(&names, Arc::new(hook), &store, &cfg.outbound, drain_grace)
+                        .map_err(RelayError::Spawn)?,
+                ),
+                Err(error) => {
+                    tracing::error!(hook = %name, %error, "cannot start a hook created at runtime")
+                }
+            }
+        }
+        let targets = TargetRegistry::new(targets);
         let system = SystemConfig {
             names: names.clone(),
             store: Arc::clone(&store),
             sources: cfg.sources.iter().cloned().map(Arc::new).collect(),
-            targets: targets.clone(),
+            targets: Arc::clone(&targets),
             debounce: cfg.debounce.clone(),
             history: cfg.history.clone(),
             backoff: cfg.supervision.backoff(),
@@ -129,7 +149,7 @@ impl RelayBuilder {
                 &cfg,
                 names.clone(),
                 Arc::clone(&store),
-                &targets,
+                Arc::clone(&targets),
                 plex,
                 Arc::clone(&metrics),
             ),
@@ -163,7 +183,7 @@ impl RelayBuilder {
         if tree_alive {
             // Every worker drains at once, within one grace period: nothing new starts, and
             // what is in flight finishes and is recorded.
-            tracing::info!(targets = targets.len(), grace = ?cfg.server.shutdown_grace, "ingress stopped; draining delivery workers");
+            tracing::info!(targets = targets.all().len(), grace = ?cfg.server.shutdown_grace, "ingress stopped; draining delivery workers");
             let late = drain_workers(&targets, cfg.server.shutdown_grace).await;
             if !late.is_empty() {
                 tracing::warn!(targets = ?late, "still busy after the grace period; their requests in flight will be retried");

@@ -77,7 +77,8 @@ pub enum RouterMsg {
 pub struct RouterArgs {
     pub store: Arc<dyn Store>,
     pub names: Names,
-    pub targets: Arc<Vec<RouteTarget>>,
+    /// The current targets (hooks may come and go at runtime).
+    pub targets: Arc<crate::system::TargetRegistry>,
     pub debounce: Arc<DebounceConfig>,
     /// How often unrouted events are swept, and how old they must be.
     pub sweep_every: Duration,
@@ -119,12 +120,13 @@ impl RouterActor {
         if events.is_empty() {
             return Ok(());
         }
+        let targets = st.args.targets.routes();
         let mut rows = Vec::new();
         let mut items = Vec::new();
         for ev in &events {
             let mut now = Vec::new();
             let mut later = Vec::new();
-            for t in st.args.targets.iter().filter(|t| t.accepts(&ev.event)) {
+            for t in targets.iter().filter(|t| t.accepts(&ev.event)) {
                 match t.debounce {
                     None => {
                         rows.push(NewDelivery {
@@ -191,9 +193,7 @@ impl RouterActor {
                 .or_default()
                 .push(Job { delivery: d, event });
         }
-        let actors: HashMap<&str, &str> = st
-            .args
-            .targets
+        let actors: HashMap<&str, &str> = targets
             .iter()
             .map(|t| (t.name.as_str(), t.actor.as_str()))
             .collect();

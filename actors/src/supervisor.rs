@@ -74,6 +74,10 @@ pub struct SupervisorArgs {
     pub stop_timeout: Duration,
     /// Where this supervisor publishes its children's statuses (one board per relay).
     pub board: Arc<SupervisionBoard>,
+    /// Children that can be added and removed at runtime (hooks created through the admin
+    /// API). Shared with every incarnation of this supervisor, so a rebuilt supervisor
+    /// starts the current set.
+    pub dynamic: Arc<std::sync::Mutex<Vec<Arc<dyn ChildSpec>>>>,
 }
 
 pub enum SupervisorMsg {
@@ -81,6 +85,10 @@ pub enum SupervisorMsg {
     Restart(String),
     /// The current children, for the admin API and tests.
     Children(RpcReplyPort<Vec<ChildInfo>>),
+    /// Starts a dynamic child.
+    Add(Arc<dyn ChildSpec>, RpcReplyPort<Result<(), String>>),
+    /// Stops a dynamic child gracefully (within `stop_timeout`) and forgets it.
+    Remove(String, RpcReplyPort<Result<(), String>>),
 }
 
 /// What the admin API shows about one child.
@@ -199,6 +207,11 @@ impl SupervisionBoard {
         });
         e.status = ActorStatus::Starting;
         e.next_backoff_ms = None;
+    }
+
+    /// Removes an actor that is gone for good (a deleted hook).
+    fn forget(&self, path: &str) {
+        self.lock().remove(path);
     }
 
     fn update(&self, path: &str, f: impl FnOnce(&mut ActorEntry)) {
@@ -490,9 +503,15 @@ impl Actor for Supervisor {
             }
         };
         board.update(&path, |e| e.supervisor = true);
-        let mut order = Vec::with_capacity(args.children.len());
-        let mut children = HashMap::with_capacity(args.children.len());
-        for (i, spec) in args.children.iter().enumerate() {
+        let dynamic: Vec<Arc<dyn ChildSpec>> = args
+            .dynamic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let specs: Vec<Arc<dyn ChildSpec>> = args.children.iter().cloned().chain(dynamic).collect();
+        let mut order = Vec::with_capacity(specs.len());
+        let mut children = HashMap::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
             let name = spec.name();
             let child_path = format!("{path}/{}", board.short(&name));
             board.register(&child_path, &name, Some(&path), i);
@@ -565,6 +584,70 @@ impl Actor for Supervisor {
                     })
                     .collect();
                 let _ = reply.send(info);
+            }
+            SupervisorMsg::Add(spec, reply) => {
+                let name = spec.name();
+                if st.children.contains_key(&name) {
+                    let _ = reply.send(Err(format!("`{name}` is already running")));
+                    return Ok(());
+                }
+                st.args
+                    .dynamic
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Arc::clone(&spec));
+                let path = format!("{}/{}", st.path, st.args.board.short(&name));
+                st.args
+                    .board
+                    .register(&path, &name, Some(&st.path), st.order.len());
+                st.order.push(name.clone());
+                st.children.insert(
+                    name.clone(),
+                    Child {
+                        spec,
+                        cell: None,
+                        path,
+                        restarts: VecDeque::new(),
+                        total_restarts: 0,
+                    },
+                );
+                Self::start_child(&me, st, &name).await?;
+                let _ = reply.send(Ok(()));
+            }
+            SupervisorMsg::Remove(name, reply) => {
+                let removed = {
+                    let mut dynamic = st.args.dynamic.lock().unwrap_or_else(|p| p.into_inner());
+                    let before = dynamic.len();
+                    dynamic.retain(|s| s.name() != name);
+                    dynamic.len() != before
+                };
+                if !removed {
+                    let _ = reply.send(Err(format!("`{name}` cannot be removed at runtime")));
+                    return Ok(());
+                }
+                st.order.retain(|n| n != &name);
+                if let Some(child) = st.children.remove(&name) {
+                    if let Some(cell) = child.cell {
+                        // Forgotten first, so its termination is not taken for a failure.
+                        st.by_id.remove(&cell.get_id());
+                        if cell
+                            .stop_and_wait(Some("removed".into()), Some(st.args.stop_timeout))
+                            .await
+                            .is_err()
+                        {
+                            cell.kill();
+                        }
+                    }
+                    st.args.board.forget(&child.path);
+                    log_event(
+                        SupervisionEventKind::Stopped,
+                        &child.path,
+                        Some("removed"),
+                        u64::from(child.total_restarts),
+                        None,
+                    );
+                }
+                let _ = reply.send(Ok(()));
             }
         }
         Ok(())

@@ -234,9 +234,102 @@ impl TargetSpec {
     }
 }
 
+/// Every delivery target of a running relay. Hooks can be created and deleted at runtime,
+/// so the router, the debouncer and the admin API read the current set from here instead of
+/// holding a copy.
+#[derive(Default)]
+pub struct TargetRegistry {
+    targets: std::sync::RwLock<Vec<TargetSpec>>,
+}
+
+impl std::fmt::Debug for TargetRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.all().iter().map(|t| &t.route.name))
+            .finish()
+    }
+}
+
+impl TargetRegistry {
+    pub fn new(targets: Vec<TargetSpec>) -> Arc<Self> {
+        Arc::new(TargetRegistry {
+            targets: std::sync::RwLock::new(targets),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<TargetSpec>> {
+        self.targets.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<TargetSpec>> {
+        self.targets.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every target, in order (config file first, then those created at runtime).
+    pub fn all(&self) -> Vec<TargetSpec> {
+        self.read().clone()
+    }
+
+    /// How the router reaches every target.
+    pub fn routes(&self) -> Vec<RouteTarget> {
+        self.read().iter().map(|t| t.route.clone()).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<TargetSpec> {
+        self.read().iter().find(|t| t.route.name == name).cloned()
+    }
+
+    /// The registered actor name of a target's worker.
+    pub fn actor_of(&self, name: &str) -> Option<String> {
+        self.read()
+            .iter()
+            .find(|t| t.route.name == name)
+            .map(|t| t.route.actor.clone())
+    }
+
+    /// Adds a target; false if one of that name exists.
+    pub fn add(&self, spec: TargetSpec) -> bool {
+        let mut all = self.write();
+        if all.iter().any(|t| t.route.name == spec.route.name) {
+            return false;
+        }
+        all.push(spec);
+        true
+    }
+
+    pub fn remove(&self, name: &str) -> Option<TargetSpec> {
+        let mut all = self.write();
+        let i = all.iter().position(|t| t.route.name == name)?;
+        Some(all.remove(i))
+    }
+}
+
+/// The supervisor child spec of a target's worker.
+pub fn worker_spec(
+    t: &TargetSpec,
+    store: &Arc<dyn Store>,
+    names: &Names,
+    metrics: &Arc<Metrics>,
+) -> Arc<dyn ChildSpec> {
+    Arc::new(ActorSpec {
+        name: t.route.actor.clone(),
+        actor: DeliveryWorker,
+        args: WorkerArgs {
+            policy: Arc::clone(&t.policy),
+            kind: t.kind,
+            executor: Arc::clone(&t.executor),
+            store: Arc::clone(store),
+            names: names.clone(),
+            shared: Arc::clone(&t.shared),
+            metrics: Arc::clone(metrics),
+        },
+    })
+}
+
 /// Tells every worker to start nothing new, and waits (up to `grace`, all in parallel) until
 /// their requests in flight have finished. Returns the targets that did not finish in time.
-pub async fn drain_workers(targets: &[TargetSpec], grace: Duration) -> Vec<String> {
+pub async fn drain_workers(targets: &TargetRegistry, grace: Duration) -> Vec<String> {
+    let targets = targets.all();
     let calls = targets.iter().map(|t| async move {
         let w = ActorRef::<WorkerMsg>::where_is(t.route.actor.clone())?;
         match w.call(WorkerMsg::Drain, Some(grace)).await {
@@ -257,8 +350,8 @@ pub struct SystemConfig {
     pub names: Names,
     pub store: Arc<dyn Store>,
     pub sources: Vec<Arc<SourceConfig>>,
-    /// Hooks and Plex servers.
-    pub targets: Vec<TargetSpec>,
+    /// Hooks and Plex servers (hooks may be added and removed while running).
+    pub targets: Arc<TargetRegistry>,
     pub debounce: DebounceConfig,
     pub history: HistoryConfig,
     pub backoff: Backoff,
@@ -276,6 +369,15 @@ fn supervisor(
     cfg: &SystemConfig,
     children: Vec<Arc<dyn ChildSpec>>,
 ) -> Arc<dyn ChildSpec> {
+    dynamic_supervisor(name, cfg, children, Arc::default())
+}
+
+fn dynamic_supervisor(
+    name: String,
+    cfg: &SystemConfig,
+    children: Vec<Arc<dyn ChildSpec>>,
+    dynamic: Arc<std::sync::Mutex<Vec<Arc<dyn ChildSpec>>>>,
+) -> Arc<dyn ChildSpec> {
     Arc::new(ActorSpec {
         name,
         actor: Supervisor,
@@ -284,6 +386,7 @@ fn supervisor(
             children,
             stop_timeout: cfg.stop_timeout,
             board: Arc::clone(&cfg.metrics.supervision),
+            dynamic,
         },
     })
 }
@@ -326,30 +429,12 @@ pub async fn start_system(
         .collect();
     let workers = |kind: &str| -> Vec<Arc<dyn ChildSpec>> {
         cfg.targets
+            .all()
             .iter()
             .filter(|t| t.kind == kind)
-            .map(|t| {
-                Arc::new(ActorSpec {
-                    name: t.route.actor.clone(),
-                    actor: DeliveryWorker,
-                    args: WorkerArgs {
-                        policy: Arc::clone(&t.policy),
-                        kind: t.kind,
-                        executor: Arc::clone(&t.executor),
-                        store: Arc::clone(&cfg.store),
-                        names: names.clone(),
-                        shared: Arc::clone(&t.shared),
-                        metrics: Arc::clone(&cfg.metrics),
-                    },
-                }) as Arc<dyn ChildSpec>
-            })
+            .map(|t| worker_spec(t, &cfg.store, names, &cfg.metrics))
             .collect()
     };
-    let actors: HashMap<String, String> = cfg
-        .targets
-        .iter()
-        .map(|t| (t.route.name.clone(), t.route.actor.clone()))
-        .collect();
     let children: Vec<Arc<dyn ChildSpec>> = vec![
         Arc::new(ActorSpec {
             name: names.history(),
@@ -360,13 +445,19 @@ pub async fn start_system(
             },
         }),
         supervisor(names.plex(), &cfg, workers("plex")),
-        supervisor(names.hooks(), &cfg, workers("hook")),
+        // Every hook worker is a dynamic child: hooks are created and deleted at runtime.
+        dynamic_supervisor(
+            names.hooks(),
+            &cfg,
+            Vec::new(),
+            Arc::new(std::sync::Mutex::new(workers("hook"))),
+        ),
         Arc::new(ActorSpec {
             name: names.debouncer(),
             actor: DebouncerActor,
             args: DebouncerArgs {
                 store: Arc::clone(&cfg.store),
-                targets: Arc::new(actors),
+                targets: Arc::clone(&cfg.targets),
                 metrics: Arc::clone(&cfg.metrics),
             },
         }),
@@ -376,7 +467,7 @@ pub async fn start_system(
             args: RouterArgs {
                 store: Arc::clone(&cfg.store),
                 names: names.clone(),
-                targets: Arc::new(cfg.targets.iter().map(|t| t.route.clone()).collect()),
+                targets: Arc::clone(&cfg.targets),
                 debounce: Arc::new(cfg.debounce.clone()),
                 sweep_every: cfg.sweep_every,
                 sweep_age: cfg.sweep_age,
@@ -390,6 +481,7 @@ pub async fn start_system(
         children,
         stop_timeout: cfg.stop_timeout,
         board: Arc::clone(&cfg.metrics.supervision),
+        dynamic: Arc::default(),
     };
     Actor::spawn(Some(names.root()), Supervisor, args).await
 }

@@ -2,7 +2,6 @@
 //! (and waits for them to be stored); a timer fires the groups that are due, each as one
 //! delivery handed to its target's worker.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +55,7 @@ pub struct OpenGroup {
 pub struct DebouncerArgs {
     pub store: Arc<dyn Store>,
     /// Stored target name → the worker's registered actor name.
-    pub targets: Arc<HashMap<String, String>>,
+    pub targets: Arc<crate::system::TargetRegistry>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -119,9 +118,9 @@ impl DebouncerActor {
                     "debounce group fired"
                 );
                 let Some(delivery) = created else { return };
-                let actor = st.args.targets.get(&due.target);
+                let actor = st.args.targets.actor_of(&due.target);
                 // A worker that is restarting loads the row from the store itself.
-                if let Some(w) = actor.and_then(|a| ActorRef::<WorkerMsg>::where_is(a.clone())) {
+                if let Some(w) = actor.and_then(ActorRef::<WorkerMsg>::where_is) {
                     let _ = w.cast(WorkerMsg::Deliver(vec![Job {
                         delivery,
                         event: None,

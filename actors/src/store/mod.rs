@@ -581,6 +581,14 @@ pub trait Store: Send + Sync + 'static {
         poller: String,
         cursor: String,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Hooks created through the admin API: `(name, config JSON)`.
+    fn runtime_hooks(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>>;
+    /// Saves (`Some(config JSON)`) or deletes (`None`) a hook created through the admin API.
+    fn save_runtime_hook(
+        &self,
+        name: String,
+        config: Option<String>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// Formats unix milliseconds as RFC 3339 UTC.

@@ -168,6 +168,14 @@ CREATE TABLE poller_cursors (
     updated_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // Hooks created through the admin API: their config as JSON, loaded at every start.
+    r#"
+CREATE TABLE runtime_hooks (
+    name        TEXT    PRIMARY KEY,
+    config      TEXT    NOT NULL,
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// How many commands may wait for the writer before callers are made to wait.
@@ -244,6 +252,8 @@ enum WriteCmd {
     Close(Reply<()>),
     Ping(Reply<()>),
     SavePollerCursor(String, String, Reply<()>),
+    /// `(name, Some(config))` saves a runtime hook; `(name, None)` deletes it.
+    RuntimeHook(String, Option<String>, Reply<()>),
 }
 
 /// SQLite store handle. Cheap to clone through `Arc`.
@@ -747,6 +757,22 @@ impl Writer {
                             .and_then(|mut st| st.execute([now]))
                             .map(|_| ())
                             .map_err(StoreError::from);
+                        done.push(Done::Unit(reply, r));
+                    }
+                    WriteCmd::RuntimeHook(name, config, reply) => {
+                        let r = match config {
+                            Some(c) => tx
+                                .prepare_cached(
+                                    "INSERT OR REPLACE INTO runtime_hooks (name, config, updated_at) \
+                                     VALUES (?1, ?2, ?3)",
+                                )
+                                .and_then(|mut st| st.execute(params![name, c, now])),
+                            None => tx
+                                .prepare_cached("DELETE FROM runtime_hooks WHERE name = ?1")
+                                .and_then(|mut st| st.execute([name])),
+                        }
+                        .map(|_| ())
+                        .map_err(StoreError::from);
                         done.push(Done::Unit(reply, r));
                     }
                     WriteCmd::SavePollerCursor(poller, state, reply) => {
@@ -2046,6 +2072,25 @@ impl Store for SqliteStore {
         cursor: String,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         self.send(|r| WriteCmd::SavePollerCursor(poller, cursor, r))
+            .boxed()
+    }
+
+    fn runtime_hooks(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT name, config FROM runtime_hooks ORDER BY name")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .boxed()
+    }
+
+    fn save_runtime_hook(
+        &self,
+        name: String,
+        config: Option<String>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(|r| WriteCmd::RuntimeHook(name, config, r))
             .boxed()
     }
 }
