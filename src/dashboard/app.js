@@ -283,6 +283,15 @@ async function loadQueues() {
     el("td", { text: g.target }), el("td", { text: g.key }), el("td", { text: String(g.events) }),
     el("td", { text: `${Math.max(0, Math.round((g.due_at_ms - now) / 1000))} s` })));
   $("#debounce-table tbody").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colSpan: 4, text: "Nothing is waiting." }))]));
+  const p = await api("/api/v1/admin/pollers");
+  const when = (t) => (t ? new Date(t).toLocaleString() : "never");
+  const prow = (p.pollers || []).map((x) => el("tr", { "data-poller": x.name },
+    el("td", { text: `${x.name}${x.kind ? ` (${x.kind})` : ""}` }),
+    el("td", { text: when(x.last_poll_at) }),
+    el("td", { text: when(x.last_success_at) }),
+    el("td", { text: String(x.recovered ?? 0) }),
+    el("td", { class: x.last_error ? "error" : "", text: x.last_error || "" })));
+  $("#poller-table tbody").replaceChildren(...(prow.length ? prow : [el("tr", {}, el("td", { colSpan: 5, text: "No [[arr]] pollers are configured." }))]));
 }
 
 // -------------------------------------------------------------------------------- setup
