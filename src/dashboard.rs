@@ -29,11 +29,29 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /`.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    summary = "The dashboard page",
+    responses((status = 200, description = "HTML", body = String, content_type = "text/html"))
+)]
 pub async fn index() -> Response {
     page("text/html; charset=utf-8", INDEX)
 }
 
 /// `GET /dashboard/{file}`.
+#[utoipa::path(
+    get,
+    path = "/dashboard/{file}",
+    tag = "dashboard",
+    summary = "A dashboard asset",
+    params(("file" = String, Path, description = "`app.js` or `app.css`")),
+    responses(
+        (status = 200, description = "The script or style sheet", body = String),
+        (status = 404, description = "No such dashboard file", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
     match file.as_str() {
         "app.js" => Ok(page("text/javascript; charset=utf-8", APP_JS)),

@@ -216,6 +216,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/api/v1/admin/events/{id}/explain", get(admin_explain))
         .route("/api/v1/admin/jobs/{id}", get(admin_job));
     r = r.route("/api/v1/admin/pollers", get(admin_pollers));
+    r = r.route("/api/v1/openapi.json", get(crate::openapi::openapi_json));
     for alias in ALIASES {
         let path = alias.path;
         r = r.route(
@@ -254,6 +255,27 @@ where
     )
 }
 
+#[utoipa::path(
+    method(post, put),
+    path = "/api/v1/webhooks/{name}",
+    tag = "ingest",
+    summary = "Receive a webhook for the configured source `name`",
+    description = "The sender's payload (JSON, or multipart with a `payload` part for Plex) is authenticated per the source's `auth`, parsed and committed before the answer. Other methods get a JSON 405 with `Allow: POST, PUT`.",
+    params(("name" = String, Path, description = "Configured source name (case-insensitive)")),
+    request_body(content = serde_json::Value, description = "The sender's webhook payload"),
+    responses(
+        (status = 202, description = "Stored: `{id, duplicate: false}`", body = serde_json::Value),
+        (status = 200, description = "A duplicate (`duplicate: true`) or filtered out (`filtered: true`)", body = serde_json::Value),
+        (status = 400, description = "Empty, malformed or unreadable body", body = crate::openapi::ErrorBody),
+        (status = 401, description = "The source's credentials are missing or wrong", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No source with this name", body = crate::openapi::ErrorBody),
+        (status = 405, description = "Method other than POST or PUT", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported media type", body = crate::openapi::ErrorBody),
+        (status = 422, description = "No event type, or a required field missing", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Not committed (store failure, timeout, restarting source); retry", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn ingest_named(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -407,6 +429,19 @@ fn check_admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/events/{id}",
+    tag = "admin",
+    summary = "One stored event",
+    params(("id" = String, Path, description = "Event id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such event, or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_event(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -420,6 +455,18 @@ async fn admin_event(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/rejections",
+    tag = "admin",
+    summary = "The last 100 rejected requests",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_rejections(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -431,6 +478,19 @@ async fn admin_rejections(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/actors",
+    tag = "admin",
+    summary = "The supervision tree",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The actor tree is not running", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_actors(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -497,12 +557,38 @@ async fn list_targets(
     Ok(out)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/hooks",
+    tag = "admin",
+    summary = "Every hook: stats, delivery counts, masked config",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The actor did not answer or is restarting; retry", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_hooks(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     check_admin(&st, &headers)?;
     Ok(Json(json!({ "hooks": list_targets(&st, Some("hook")).await? })).into_response())
 }
 
 /// Every target: hooks and Plex servers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/targets",
+    tag = "admin",
+    summary = "Every target (hooks and Plex servers): stats, delivery counts, masked config",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The actor did not answer or is restarting; retry", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_targets(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -511,6 +597,20 @@ async fn admin_targets(
     Ok(Json(json!({ "targets": list_targets(&st, None).await? })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/hooks/{name}",
+    tag = "admin",
+    summary = "One target: stats, delivery counts, masked config (also at `/api/v1/admin/targets/{name}`)",
+    params(("name" = String, Path, description = "Target name (a hook, or `plex:<server>`)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such target, or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The actor did not answer or is restarting; retry", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_hook(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -522,13 +622,16 @@ async fn admin_hook(
 
 /// The body of `PATCH /api/v1/admin/hooks/{name}`: every field optional, nothing else
 /// allowed.
-#[derive(Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LimitsPatch {
+    #[schema(value_type = Option<u32>, minimum = 1)]
     max_in_flight: Option<std::num::NonZeroU32>,
     /// `"5/s"`; `null` removes the limit (hence the double option: absent, null, a rate).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "5/s")]
     rate: Option<Option<Rate>>,
+    #[schema(value_type = Option<u32>, minimum = 1)]
     burst: Option<std::num::NonZeroU32>,
     enabled: Option<bool>,
 }
@@ -575,6 +678,23 @@ fn parse_json_body<T: serde::de::DeserializeOwned>(
 /// `PATCH /api/v1/admin/hooks/{name}` with any of `max_in_flight`, `rate` (`"5/s"`, or
 /// `null` to remove the limit), `burst`, `enabled`. Takes effect for the next request, and
 /// is persisted.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/admin/hooks/{name}",
+    tag = "admin",
+    summary = "Change a target's limits or enable/disable it (persisted; also at `/api/v1/admin/targets/{name}`)",
+    params(("name" = String, Path, description = "Target name (a hook, or `plex:<server>`)")),
+    request_body(content = LimitsPatch, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The target's stats after the change: `{stats}`", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such target, or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A bad value or an unknown field (named in `field`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The actor did not answer or is restarting; retry", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_patch_hook(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -611,6 +731,19 @@ async fn admin_patch_hook(
     Ok(Json(json!({ "stats": stats })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/events/{id}/attempts",
+    tag = "admin",
+    summary = "Every delivery attempt of an event",
+    params(("id" = String, Path, description = "Event id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_event_attempts(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -666,6 +799,19 @@ fn start_replay_job(
 
 /// `POST /api/v1/admin/events/{id}/replay`: a job that re-queues the event at every target
 /// that had it (debounced groups that include it too).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/events/{id}/replay",
+    tag = "admin",
+    summary = "Start a job that re-queues the event at every target that had it",
+    params(("id" = String, Path, description = "Event id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "The replay job", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such event, or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_replay_event(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -689,6 +835,21 @@ async fn admin_replay_event(
 
 /// `POST /api/v1/admin/hooks/{name}/replay?since=<RFC 3339 time | duration ago, e.g. 2h>`:
 /// a job that re-queues the target's deliveries created since then.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/hooks/{name}/replay",
+    tag = "admin",
+    summary = "Start a job that re-queues the target's deliveries since a time (also at `/api/v1/admin/targets/{name}/replay`)",
+    params(("name" = String, Path, description = "Target name (a hook, or `plex:<server>`)"),
+        ("since" = String, Query, description = "An RFC 3339 time, or a duration before now such as `2h`")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "The replay job", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such target, or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`since` missing or not a time or duration", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_replay_hook(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -726,6 +887,19 @@ async fn admin_replay_hook(
 }
 
 /// `GET /api/v1/admin/jobs/{id}`: a replay job's progress.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/jobs/{id}",
+    tag = "admin",
+    summary = "A replay job's progress",
+    params(("id" = String, Path, description = "Job id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such job (the last jobs are kept), or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_job(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -815,6 +989,26 @@ fn events_filter(query: &[(String, String)]) -> Result<EventFilter, ApiError> {
 
 /// `GET /api/v1/admin/events?source=&kind=&since=&until=&status=&limit=&cursor=`: newest
 /// first, with each event's delivery counts per target, and `next_cursor` while more follow.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/events",
+    tag = "admin",
+    summary = "Stored events, newest first, with delivery counts per target",
+    params(("source" = Option<String>, Query, description = "Only events from this source"),
+        ("kind" = Option<String>, Query, description = "Only events of this source kind (sonarr, radarr, plex, …)"),
+        ("since" = Option<String>, Query, description = "Received at or after: RFC 3339 time or a duration ago such as `2h`"),
+        ("until" = Option<String>, Query, description = "Received before: RFC 3339 time or a duration ago"),
+        ("status" = Option<String>, Query, description = "Only events with a delivery in this state (pending, succeeded, failed)"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)", minimum = 1, maximum = 500),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{events, next_cursor}`", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A bad or unknown query parameter (named in `field`)", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_events(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -833,6 +1027,19 @@ async fn admin_events(
 
 /// `GET /api/v1/admin/events/{id}/explain`: the event, every delivery that carries it (its
 /// own, and debounced groups that include it), and every attempt with its excerpts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/events/{id}/explain",
+    tag = "admin",
+    summary = "An event, every delivery that carries it, and every attempt",
+    params(("id" = String, Path, description = "Event id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such event, or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_explain(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -1038,6 +1245,20 @@ async fn admin_delete_hook(
 /// `POST /api/v1/admin/hooks/{name}/test`: sends the sample event to the hook through the
 /// same rendering, signing and sending code as a delivery (not queued, not recorded), and
 /// answers with what came back.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/hooks/{name}/test",
+    tag = "admin",
+    summary = "Send the sample event to a hook (not queued, not recorded) and answer with the result",
+    params(("name" = String, Path, description = "Hook name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such hook, or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The test could not be sent", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_test_hook(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -1069,6 +1290,22 @@ async fn admin_test_hook(
 
 /// `GET /api/v1/admin/map-path?source=sonarr&path=/tv/Show/Season%2001/x.mkv[&library=TV]`:
 /// for each Plex server, the path as Plex sees it, the section chosen, and why.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/map-path",
+    tag = "admin",
+    summary = "Dry run: the path as each Plex server sees it, the section chosen, and why",
+    params(("source" = String, Query, description = "Configured source name"),
+        ("path" = String, Query, description = "The file path as the source reports it"),
+        ("library" = Option<String>, Query, description = "Prefer this Plex library section")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such source, or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`source` or `path` missing", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_map_path(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -1093,6 +1330,19 @@ async fn admin_map_path(
 }
 
 /// `GET /api/v1/admin/debouncer`: open groups and counters.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/debouncer",
+    tag = "admin",
+    summary = "The debouncer's open groups and counters",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The debouncer is restarting or did not answer", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_debouncer(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -1108,6 +1358,18 @@ async fn admin_debouncer(
 
 /// `GET /api/v1/admin/pollers`: each `[[arr]]` poller's last read, last error, cursor and
 /// recovered count, asked of the poller itself.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/pollers",
+    tag = "admin",
+    summary = "Each `[[arr]]` poller: last read, last error, cursor, recovered count",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_pollers(
     State(st): State<AppState>,
     headers: HeaderMap,

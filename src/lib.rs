@@ -23,6 +23,7 @@ pub mod http;
 pub mod jobs;
 pub mod map_path;
 pub mod observe;
+pub mod openapi;
 pub mod relay;
 pub mod test_hook;
 

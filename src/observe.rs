@@ -20,12 +20,29 @@ use crate::http::AppState;
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /healthz`: the process is alive and serving HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "observe",
+    summary = "Liveness: the process is serving HTTP",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = serde_json::Value))
+)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: 200 when the store commits a write and the supervision tree (the root and
 /// every supervisor) is running; otherwise 503, naming the check that failed.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "observe",
+    summary = "Readiness: the store commits a write and the supervision tree is running",
+    responses(
+        (status = 200, description = "Ready: `{status: \"ready\", checks}`", body = serde_json::Value),
+        (status = 503, description = "Not ready, naming the failed check: `{status: \"not_ready\", checks}`", body = serde_json::Value),
+    )
+)]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     let store = match st.store().ping(PING_TIMEOUT).await {
         Ok(()) => json!({ "ok": true }),
@@ -63,6 +80,13 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
 
 /// `GET /metrics`: every family in the Prometheus text format. The queue gauges are read
 /// from the store now; if it cannot answer, they are left out and the rest is served.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "observe",
+    summary = "Every metric family in the Prometheus text format",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4"))
+)]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let mut queues: Vec<PendingSummary> = st
         .target_names()
