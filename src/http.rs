@@ -208,7 +208,13 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/api/v1/admin/targets", get(admin_targets))
         .route("/api/v1/admin/map-path", get(admin_map_path))
         .route("/api/v1/admin/debouncer", get(admin_debouncer))
-        .route("/api/v1/admin/targets/{name}", get(admin_hook).patch(admin_patch_hook))
+        .route(
+            "/api/v1/admin/targets/{name}",
+            get(admin_hook)
+                .patch(admin_patch_hook)
+                .put(admin_replace_hook)
+                .delete(admin_delete_hook),
+        )
         .route("/api/v1/admin/targets/{name}/replay", post(admin_replay_hook))
         .route("/api/v1/admin/rejections", get(admin_rejections))
         .route("/api/v1/actors", get(admin_actors))
@@ -1175,6 +1181,22 @@ fn runtime_only(st: &AppState, name: &str) -> Result<(), ApiError> {
 
 /// `POST /api/v1/admin/hooks` with a hook's config as JSON (the keys of a `[[hook]]`
 /// table): validated like the config file, saved, and started at once. 201 with its view.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/hooks",
+    tag = "admin",
+    summary = "Create a hook at runtime (validated like the config file, saved, started)",
+    request_body(content = serde_json::Value, description = "The hook's config: the keys of a `[[hook]]` table, as JSON", content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created: the hook's view", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such hook, or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The name is taken", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A bad value, naming the key", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The hooks supervisor is restarting", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_create_hook(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -1201,6 +1223,23 @@ async fn admin_create_hook(
 
 /// `PUT /api/v1/admin/hooks/{name}`: replaces a hook created through the API. The old
 /// worker drains first; pending deliveries go to the new one.
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/hooks/{name}",
+    tag = "admin",
+    summary = "Replace a hook created at runtime (the old worker drains first)",
+    params(("name" = String, Path, description = "Hook name")),
+    request_body(content = serde_json::Value, description = "The hook's config: the keys of a `[[hook]]` table, as JSON", content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The hook's new view", body = serde_json::Value),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such hook, or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 409, description = "A hook of the config file, or not a hook", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A bad value, naming the key", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The hooks supervisor is restarting", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_replace_hook(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -1228,6 +1267,21 @@ async fn admin_replace_hook(
 }
 
 /// `DELETE /api/v1/admin/hooks/{name}`: stops and forgets a hook created through the API.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/hooks/{name}",
+    tag = "admin",
+    summary = "Delete a hook created at runtime",
+    params(("name" = String, Path, description = "Hook name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such hook, or the admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
+        (status = 409, description = "A hook of the config file, or not a hook", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The hooks supervisor is restarting", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn admin_delete_hook(
     State(st): State<AppState>,
     headers: HeaderMap,
