@@ -163,6 +163,9 @@ impl RelayBuilder {
             "relayarr listening"
         );
 
+        if cfg.server.admin_token.is_none() {
+            tracing::warn!("the admin API (and so the dashboard's data) is disabled: set server.admin_token, or RELAYARR_SERVER__ADMIN_TOKEN_FILE");
+        }
         let (tree_dead_tx, tree_dead_rx) = tokio::sync::oneshot::channel::<()>();
         let watcher = tokio::spawn(async move {
             let _ = root_handle.await;
