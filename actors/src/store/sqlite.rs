@@ -1046,6 +1046,24 @@ fn decode_group(payload: Option<String>) -> rusqlite::Result<Option<Group>> {
         .transpose()
 }
 
+/// An `attempts` row read as `delivery_id, hook, event_id, webhook_id, attempt, started_at,
+/// latency_ms, status, error, request_excerpt, response_excerpt` (columns 0 to 10).
+fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        delivery_id: r.get(0)?,
+        hook: r.get(1)?,
+        event_id: r.get(2)?,
+        webhook_id: r.get(3)?,
+        attempt: r.get(4)?,
+        started_at_ms: r.get(5)?,
+        latency_ms: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+        status: r.get(7)?,
+        error: r.get(8)?,
+        request_excerpt: r.get(9)?,
+        response_excerpt: r.get(10)?,
+    })
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(e.to_string())
@@ -1524,24 +1542,7 @@ fn event_deliveries(
     )?;
     let mut with_id = Vec::new();
     for owner in owners {
-        let rows = stmt.query_map([owner], |r| {
-            Ok((
-                r.get::<_, i64>(11)?,
-                Attempt {
-                    delivery_id: r.get(0)?,
-                    hook: r.get(1)?,
-                    event_id: r.get(2)?,
-                    webhook_id: r.get(3)?,
-                    attempt: r.get(4)?,
-                    started_at_ms: r.get(5)?,
-                    latency_ms: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
-                    status: r.get(7)?,
-                    error: r.get(8)?,
-                    request_excerpt: r.get(9)?,
-                    response_excerpt: r.get(10)?,
-                },
-            ))
-        })?;
+        let rows = stmt.query_map([owner], |r| Ok((r.get::<_, i64>(11)?, attempt_row(r)?)))?;
         for row in rows {
             let (id, a) = row?;
             if deliveries
@@ -1798,21 +1799,7 @@ impl Store for SqliteStore {
                  status, error, request_excerpt, response_excerpt FROM attempts \
                  WHERE event_id = ?1 ORDER BY id",
             )?;
-            let rows = stmt.query_map([event_id], |r| {
-                Ok(Attempt {
-                    delivery_id: r.get(0)?,
-                    hook: r.get(1)?,
-                    event_id: r.get(2)?,
-                    webhook_id: r.get(3)?,
-                    attempt: r.get(4)?,
-                    started_at_ms: r.get(5)?,
-                    latency_ms: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
-                    status: r.get(7)?,
-                    error: r.get(8)?,
-                    request_excerpt: r.get(9)?,
-                    response_excerpt: r.get(10)?,
-                })
-            })?;
+            let rows = stmt.query_map([event_id], attempt_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .boxed()
