@@ -438,17 +438,6 @@ pub async fn patch_hook(
     admin_json(resp, "PATCH hook").await
 }
 
-/// POST to an admin endpoint with the admin token and no body.
-pub async fn admin_post(relay: &TestRelay, path: &str) -> serde_json::Value {
-    let resp = reqwest::Client::new()
-        .post(relay.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("admin POST");
-    admin_json(resp, path).await
-}
-
 /// `GET /api/v1/admin/events/{id}/attempts`, the `attempts` array.
 pub async fn attempts(relay: &TestRelay, event_id: &str) -> Vec<serde_json::Value> {
     let resp = relay
