@@ -55,21 +55,7 @@ fn ids(page: &Value) -> Vec<String> {
 /// fails at once) for `sonarr-open`; 7 Sonarr imports and 3 `sonarr-open` events (one
 /// import, two tests), posted one by one, all delivered. Returns the ids in post order.
 async fn seeded() -> (TestRelay, Receiver, Receiver, Vec<String>, Vec<String>) {
-    let good = Receiver::start().await;
-    let bad = Receiver::start_with(Reply::status(400)).await;
-    let extra = format!(
-        "{}{}",
-        hook_toml(
-            "good",
-            &good.hook_url(),
-            "events = { instances = [\"sonarr\"] }"
-        ),
-        hook_toml(
-            "bad",
-            &bad.hook_url(),
-            "events = { instances = [\"sonarr-open\"] }"
-        ),
-    );
+    let (extra, good, bad) = good_and_bad_hooks().await;
     let relay = start_relay(&extra).await;
     let client = reqwest::Client::new();
     let mut sonarr = Vec::new();

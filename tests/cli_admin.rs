@@ -36,21 +36,7 @@ async fn cli_at(url: &str, token: Option<&str>, args: &[&str]) -> (i32, String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_admin_commands_print_what_the_api_says() {
-    let good = Receiver::start().await;
-    let bad = Receiver::start_with(Reply::status(400)).await;
-    let extra = format!(
-        "{}{}",
-        hook_toml(
-            "good",
-            &good.hook_url(),
-            "events = { instances = [\"sonarr\"] }"
-        ),
-        hook_toml(
-            "bad",
-            &bad.hook_url(),
-            "events = { instances = [\"sonarr-open\"] }"
-        ),
-    );
+    let (extra, good, bad) = good_and_bad_hooks().await;
     let relay = start_relay(&extra).await;
     let client = reqwest::Client::new();
     let mut ids = Vec::new();

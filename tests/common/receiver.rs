@@ -438,6 +438,27 @@ pub async fn patch_hook(
     admin_json(resp, "PATCH hook").await
 }
 
+/// A hook `good` (answers 200) for the `sonarr` source and a hook `bad` (answers 400, so
+/// its deliveries fail at once) for `sonarr-open`: their `[[hook]]` TOML and receivers.
+pub async fn good_and_bad_hooks() -> (String, Receiver, Receiver) {
+    let good = Receiver::start().await;
+    let bad = Receiver::start_with(Reply::status(400)).await;
+    let extra = format!(
+        "{}{}",
+        hook_toml(
+            "good",
+            &good.hook_url(),
+            "events = { instances = [\"sonarr\"] }"
+        ),
+        hook_toml(
+            "bad",
+            &bad.hook_url(),
+            "events = { instances = [\"sonarr-open\"] }"
+        ),
+    );
+    (extra, good, bad)
+}
+
 /// `GET /api/v1/admin/events/{id}/attempts`, the `attempts` array.
 pub async fn attempts(relay: &TestRelay, event_id: &str) -> Vec<serde_json::Value> {
     let resp = relay
