@@ -175,15 +175,8 @@ impl RouterActor {
         } else {
             st.args.store.create_deliveries(rows).await?
         };
-        if !items.is_empty() {
-            let debouncer = ActorRef::<DebouncerMsg>::where_is(st.args.names.debouncer())
-                .ok_or("the debouncer is not running")?;
-            debouncer
-                .call(|r| DebouncerMsg::Add(items, r), Some(DEBOUNCE_CALL))
-                .await?
-                .success_or("the debouncer did not answer")?
-                .map_err(|e| format!("the debouncer could not store the groups: {e}"))?;
-        }
+        // The workers get their rows before the debouncer call: a worker's own load may find a
+        // committed row first, and the later this hint comes, the more often it is stale.
         let by_seq: HashMap<i64, &Arc<_>> = events.iter().map(|e| (e.seq, &e.event)).collect();
         let mut by_target: HashMap<String, Vec<Job>> = HashMap::new();
         for d in created {
@@ -205,6 +198,15 @@ impl RouterActor {
             {
                 let _ = actor.cast(WorkerMsg::Deliver(jobs));
             }
+        }
+        if !items.is_empty() {
+            let debouncer = ActorRef::<DebouncerMsg>::where_is(st.args.names.debouncer())
+                .ok_or("the debouncer is not running")?;
+            debouncer
+                .call(|r| DebouncerMsg::Add(items, r), Some(DEBOUNCE_CALL))
+                .await?
+                .success_or("the debouncer did not answer")?
+                .map_err(|e| format!("the debouncer could not store the groups: {e}"))?;
         }
         for ev in &events {
             st.routed.insert(ev.seq);

@@ -12,7 +12,7 @@
 //! loads of pending rows. A load therefore runs after every outcome queued before it, so it
 //! never returns a row whose outcome is still being written as if it were pending.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
@@ -32,6 +32,47 @@ pub struct Finished {
     pub riders: Vec<crate::store::Delivery>,
     pub class: AttemptClass,
     pub result: AttemptResult,
+}
+
+/// A bounded set of ids, forgetting the oldest first.
+#[derive(Debug)]
+pub struct RecentIds {
+    order: VecDeque<i64>,
+    set: HashSet<i64>,
+    cap: usize,
+}
+
+impl Default for RecentIds {
+    fn default() -> Self {
+        // Far more than can finish between a row's commit and the router's hint about it.
+        RecentIds::new(8192)
+    }
+}
+
+impl RecentIds {
+    pub fn new(cap: usize) -> Self {
+        RecentIds {
+            order: VecDeque::new(),
+            set: HashSet::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    pub fn insert(&mut self, id: i64) {
+        if !self.set.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    pub fn contains(&self, id: i64) -> bool {
+        self.set.contains(&id)
+    }
 }
 
 /// Runtime limits of a target (tunable through the admin API, persisted).
@@ -69,6 +110,11 @@ pub struct SharedState {
     /// How many outcome writes have completed. A load records it before its query, so the
     /// worker knows which written outcomes that load already reflects.
     pub writes_done: u64,
+    /// Deliveries whose outcome was written recently (bounded, oldest dropped first). A
+    /// `Deliver` from the router is only a hint that a row exists: a tick's load may have
+    /// found the row, sent it and recorded it before the hint arrived, and such a late hint
+    /// must not send it again.
+    pub recently_done: RecentIds,
     pub limits: Option<Limits>,
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
     pub counters: Counters,
@@ -77,6 +123,25 @@ pub struct SharedState {
 impl SharedState {
     pub fn busy(&self, id: i64) -> bool {
         self.in_flight.contains(&id) || self.riding.contains(&id) || self.unwritten.contains(&id)
+    }
+
+    /// Outcomes written by writes numbered up to `upto` are no longer busy: those rows may
+    /// be loaded again (as retries). A row whose outcome was written after a load's query
+    /// may still be in that load's page as pending, and must stay busy for it.
+    pub fn forget_flushed(&mut self, upto: u64) {
+        let flushed = std::mem::take(&mut self.flushed);
+        let (done, later): (Vec<_>, Vec<_>) = flushed.into_iter().partition(|(n, _)| *n <= upto);
+        self.flushed = later;
+        for (_, id) in done {
+            self.unwritten.remove(&id);
+            self.recently_done.insert(id);
+        }
+    }
+
+    /// Busy, or finished a moment ago: what a new delivery handed over by the router or the
+    /// debouncer is checked against.
+    pub fn busy_or_done(&self, id: i64) -> bool {
+        self.busy(id) || self.recently_done.contains(id)
     }
 
     /// Rebuilds the limiter for the current limits. A swapped-in limiter is pre-drained
@@ -296,5 +361,39 @@ async fn run_writer(
                 let _ = done.send(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_forget_the_oldest_first() {
+        let mut r = RecentIds::new(3);
+        for id in [1, 2, 3, 2, 4] {
+            r.insert(id);
+        }
+        assert!(!r.contains(1), "the oldest of four went first");
+        assert!([2, 3, 4].iter().all(|id| r.contains(*id)));
+    }
+
+    /// The race behind a duplicate send: a tick's load finds a row the router just committed,
+    /// the worker sends it and its outcome is written and forgotten, and only then does the
+    /// router's hint for that row arrive. A load may return the row again (a retry), the hint
+    /// must not.
+    #[test]
+    fn a_late_hint_for_a_finished_row_is_refused() {
+        let mut sh = SharedState::default();
+        sh.in_flight.insert(7);
+        sh.in_flight.remove(&7);
+        sh.unwritten.insert(7);
+        sh.flushed.push((1, 7));
+        sh.forget_flushed(0);
+        assert!(sh.busy(7), "written after the load's query: still busy");
+        sh.forget_flushed(1);
+        assert!(!sh.busy(7), "a later load may return it as a retry");
+        assert!(sh.busy_or_done(7), "a hint from the router may not");
+        assert!(!sh.busy_or_done(8));
     }
 }

@@ -386,17 +386,9 @@ impl DeliveryWorker {
         st.write(WriteOp::Outcomes(updates));
     }
 
-    /// Outcomes were written: those rows may be loaded again (as retries). Only the writes
-    /// numbered up to `upto` are forgotten: a row whose outcome was written after a load's
-    /// query may still be in that load's page as pending, and must stay busy for it.
+    /// See [`SharedState::forget_flushed`](super::shared::SharedState::forget_flushed).
     fn forget_flushed(st: &mut WorkerState, upto: u64) {
-        let mut sh = st.shared().lock();
-        let flushed = std::mem::take(&mut sh.flushed);
-        let (done, later): (Vec<_>, Vec<_>) = flushed.into_iter().partition(|(n, _)| *n <= upto);
-        sh.flushed = later;
-        for (_, id) in done {
-            sh.unwritten.remove(&id);
-        }
+        st.shared().lock().forget_flushed(upto);
     }
 }
 
@@ -487,9 +479,9 @@ impl Actor for DeliveryWorker {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerMsg::Deliver(jobs) => {
+                let sh = Arc::clone(st.shared());
                 for job in jobs {
-                    let sh = Arc::clone(st.shared());
-                    st.window.offer(job, |id| sh.lock().busy(id));
+                    st.window.offer(job, |id| sh.lock().busy_or_done(id));
                 }
                 Self::pump(&me, st);
             }
