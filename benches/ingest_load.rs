@@ -35,7 +35,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use relayarr::actors::store::{SqliteStore, Store};
+use relayarr::actors::store::prelude::*;
+use relayarr::actors::store::SqliteStore;
 use relayarr::{Config, Relay};
 
 use tokio::net::{TcpListener, TcpStream};

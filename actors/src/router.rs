@@ -7,15 +7,17 @@
 //! Recovery goes through the same path, so a recovered event joins its debounce group with
 //! its original arrival time and keeps its quiet period.
 //!
-//! Progress is one persisted watermark: every stored event with `seq <= watermark` has been
-//! routed. The router keeps the set of routed events above it, and on each flush walks the
-//! stored sequence numbers above the watermark to advance it (gaps in `seq` are skipped,
-//! since only stored rows are walked). Events above the watermark that are older than
-//! `sweep_age` and were never routed (a crash between commit and routing, or a restart of
-//! the debouncer or router that lost mailbox messages) are loaded and routed by the sweep;
-//! at start, everything above the watermark is. Routing is therefore at-least-once.
+//! Progress is kept per event: an event is `unrouted` from its commit (same transaction)
+//! until its deliveries and debounce items are stored, and the mark is cleared in the
+//! transaction that creates its deliveries (or right after the debouncer stored its items).
+//! That stays correct when commits land out of `seq` order, as they can on PostgreSQL,
+//! where a watermark would skip the late one for good. Unrouted events older than
+//! `sweep_age` (a crash between commit and routing, or a restart of the debouncer or router
+//! that lost mailbox messages) are loaded and routed by the sweep; at start, every unrouted
+//! event is. Routing is therefore at-least-once, and idempotent: a delivery or debounce item
+//! that exists already is not made twice.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +30,8 @@ use crate::delivery::Job;
 use crate::hooks::filter::CompiledFilter;
 use crate::hooks::signing::webhook_id;
 use crate::plex::view::PlexView;
-use crate::store::{now_ms, CommittedEvent, DebounceItem, NewDelivery, Store};
+use crate::store::prelude::*;
+use crate::store::{now_ms, CommittedEvent, DebounceItem, NewDelivery};
 use crate::system::Names;
 
 /// How the router reaches one target.
@@ -67,9 +70,7 @@ pub enum RouterMsg {
     Route(CommittedEvent),
     /// Self-cast: create the deliveries of everything routed since the last flush.
     FlushRoutes,
-    /// Timer: advance and persist the watermark.
-    Flush,
-    /// Timer: also route events the normal path missed.
+    /// Timer: route events the normal path missed.
     Sweep,
 }
 
@@ -87,19 +88,13 @@ pub struct RouterArgs {
 
 pub struct RouterState {
     args: RouterArgs,
-    /// Persisted: every event with `seq <= upto` is routed.
-    upto: i64,
-    /// Routed events above `upto`.
-    routed: BTreeSet<i64>,
     routed_total: u64,
     /// Events received but whose deliveries are not yet created.
     pending: Vec<CommittedEvent>,
     flush_scheduled: bool,
 }
 
-/// How often the watermark is advanced.
-const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Sequence numbers read per step of a walk.
+/// Unrouted events read per step of a sweep.
 const PAGE: usize = 2000;
 
 #[derive(Clone, Debug, Default)]
@@ -113,10 +108,6 @@ impl RouterActor {
         st: &mut RouterState,
         events: Vec<CommittedEvent>,
     ) -> Result<(), ActorProcessingErr> {
-        let events: Vec<CommittedEvent> = events
-            .into_iter()
-            .filter(|ev| ev.seq > st.upto && !st.routed.contains(&ev.seq))
-            .collect();
         if events.is_empty() {
             return Ok(());
         }
@@ -170,11 +161,14 @@ impl RouterActor {
                 "event routed"
             );
         }
-        let created = if rows.is_empty() {
-            Vec::new()
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        // Without debounce items, the events are routed in the deliveries' own transaction.
+        let routed_now = if items.is_empty() {
+            seqs.clone()
         } else {
-            st.args.store.create_deliveries(rows).await?
+            Vec::new()
         };
+        let created = st.args.store.create_deliveries(rows, routed_now).await?;
         // The workers get their rows before the debouncer call: a worker's own load may find a
         // committed row first, and the later this hint comes, the more often it is stale.
         let by_seq: HashMap<i64, &Arc<_>> = events.iter().map(|e| (e.seq, &e.event)).collect();
@@ -207,78 +201,55 @@ impl RouterActor {
                 .await?
                 .success_or("the debouncer did not answer")?
                 .map_err(|e| format!("the debouncer could not store the groups: {e}"))?;
+            st.args.store.mark_routed(seqs).await?;
         }
-        for ev in &events {
-            st.routed.insert(ev.seq);
-            st.routed_total += 1;
-        }
+        st.routed_total += events.len() as u64;
         Ok(())
     }
 
-    /// Walks stored events above the watermark: routed ones advance it; unrouted ones older
-    /// than `recover_older_than` are routed now; the first younger unrouted one stops the walk
-    /// (it is still on its way through the normal path).
-    async fn advance(
-        st: &mut RouterState,
-        recover_older_than: Option<Duration>,
-    ) -> Result<(), ActorProcessingErr> {
-        let start = st.upto;
-        let cutoff = recover_older_than
-            .map(|age| now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)));
+    /// Routes unrouted events received before `older_than` ago, page by page. Younger ones
+    /// are still on their way through the normal path.
+    async fn recover(st: &mut RouterState, older_than: Duration) -> Result<u64, ActorProcessingErr> {
+        let cutoff =
+            now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
         let mut recovered = 0u64;
         loop {
-            let page = st.args.store.seqs_after(st.upto, PAGE).await?;
+            let page = st.args.store.unrouted(PAGE).await?;
             let full = page.len() == PAGE;
-            let mut upto = st.upto;
-            let mut missed = Vec::new();
-            let mut blocked = false;
-            for (seq, at) in page {
-                if st.routed.remove(&seq) {
-                    upto = seq;
-                } else if cutoff.is_some_and(|c| at <= c) {
-                    missed.push(seq);
-                    upto = seq;
-                } else {
-                    blocked = true;
-                    break;
-                }
+            let old: Vec<i64> = page
+                .iter()
+                .filter(|(_, at)| *at <= cutoff)
+                .map(|(seq, _)| *seq)
+                .collect();
+            if old.is_empty() {
+                break;
             }
-            if !missed.is_empty() {
-                let events = st.args.store.events_by_seq(missed).await?;
-                let n = events.len() as u64;
-                let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-                Self::route_batch(st, events).await?;
-                for seq in seqs {
-                    st.routed.remove(&seq);
-                }
-                recovered += n;
-                tracing::info!(
-                    recovered,
-                    upto,
-                    "recovery: routing events that were never routed"
-                );
+            let events = st.args.store.events_by_seq(old.clone()).await?;
+            let found: HashSet<i64> = events.iter().map(|e| e.seq).collect();
+            let gone: Vec<i64> = old.into_iter().filter(|s| !found.contains(s)).collect();
+            if !gone.is_empty() {
+                // Nothing to route (the event is gone); without this the sweep would stop here.
+                st.args.store.mark_routed(gone).await?;
             }
-            st.upto = upto;
-            if blocked || !full {
+            recovered += events.len() as u64;
+            Self::route_batch(st, events).await?;
+            tracing::info!(recovered, "recovery: routing events that were never routed");
+            if !full {
                 break;
             }
         }
-        if st.upto != start {
-            st.args.store.set_routed_watermark(st.upto).await?;
-        }
         if recovered > 0 {
-            tracing::info!(recovered, watermark = st.upto, "recovery done");
+            tracing::info!(recovered, "recovery done");
         }
-        Ok(())
+        Ok(recovered)
     }
-}
 
-impl RouterActor {
-    /// A failed walk is retried at the next tick: the store may be briefly unavailable, and
-    /// restarting the router would not help.
-    async fn advance_logged(st: &mut RouterState, recover_older_than: Option<Duration>) {
-        if let Err(error) = Self::advance(st, recover_older_than).await {
-            tracing::error!(%error, watermark = st.upto, "could not advance the routing watermark");
+    /// A failed sweep is retried at the next tick: the store may be briefly unavailable,
+    /// and restarting the router would not help.
+    async fn sweep(st: &mut RouterState) {
+        let age = st.args.sweep_age;
+        if let Err(error) = Self::recover(st, age).await {
+            tracing::error!(%error, "could not route the events the normal path missed; the next sweep retries");
         }
     }
 }
@@ -293,11 +264,8 @@ impl Actor for RouterActor {
         _me: ActorRef<RouterMsg>,
         args: RouterArgs,
     ) -> Result<RouterState, ActorProcessingErr> {
-        let upto = args.store.routed_watermark().await?;
         Ok(RouterState {
             args,
-            upto,
-            routed: BTreeSet::new(),
             routed_total: 0,
             pending: Vec::new(),
             flush_scheduled: false,
@@ -310,8 +278,7 @@ impl Actor for RouterActor {
         st: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         // Everything committed before this start and not yet routed is routed now.
-        Self::advance(st, Some(Duration::ZERO)).await?;
-        me.send_interval(FLUSH_EVERY, || RouterMsg::Flush);
+        Self::recover(st, Duration::ZERO).await?;
         me.send_interval(st.args.sweep_every, || RouterMsg::Sweep);
         Ok(())
     }
@@ -336,16 +303,11 @@ impl Actor for RouterActor {
                 st.flush_scheduled = false;
                 let batch = std::mem::take(&mut st.pending);
                 if let Err(error) = Self::route_batch(st, batch).await {
-                    // Not routed, so the watermark stops before them; the sweep retries.
+                    // They stay unrouted; the sweep retries.
                     tracing::error!(%error, "could not create deliveries; the sweep will retry");
                 }
             }
-            RouterMsg::Flush if st.routed.is_empty() => {}
-            RouterMsg::Flush => Self::advance_logged(st, None).await,
-            RouterMsg::Sweep => {
-                let age = st.args.sweep_age;
-                Self::advance_logged(st, Some(age)).await;
-            }
+            RouterMsg::Sweep => Self::sweep(st).await,
         }
         Ok(())
     }
@@ -355,12 +317,9 @@ impl Actor for RouterActor {
         _me: ActorRef<RouterMsg>,
         st: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
-        Self::advance(st, None).await?;
-        tracing::info!(
-            routed = st.routed_total,
-            watermark = st.upto,
-            "router stopped"
-        );
+        let batch = std::mem::take(&mut st.pending);
+        Self::route_batch(st, batch).await?;
+        tracing::info!(routed = st.routed_total, "router stopped");
         Ok(())
     }
 }

@@ -228,19 +228,12 @@ pub fn count_events(db: &Path) -> i64 {
         .expect("count")
 }
 
-/// True once the router's persisted watermark covers every stored event.
+/// True once every stored event is routed.
 pub fn all_routed(conn: &rusqlite::Connection) -> bool {
-    let upto: i64 = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'routed_upto'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("watermark");
-    let max: i64 = conn
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
-        .expect("max seq");
-    upto >= max
+    let unrouted: i64 = conn
+        .query_row("SELECT COUNT(*) FROM unrouted", [], |r| r.get(0))
+        .expect("unrouted");
+    unrouted == 0
 }
 
 /// Polls `cond` until it is true or `timeout` passes (then panics).

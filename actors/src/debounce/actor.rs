@@ -218,15 +218,8 @@ impl Actor for DebouncerActor {
                 if now - st.last_prune >= PRUNE_EVERY.as_millis() as i64 {
                     st.last_prune = now;
                     let store = Arc::clone(&st.args.store);
-                    match store.routed_watermark().await {
-                        Ok(w) => {
-                            if let Err(error) = store.prune_debounce(w).await {
-                                tracing::warn!(%error, "could not prune fired debounce rows");
-                            }
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "could not read the routing watermark")
-                        }
+                    if let Err(error) = store.prune_debounce().await {
+                        tracing::warn!(%error, "could not prune fired debounce rows");
                     }
                 }
                 Self::schedule(&me, st);

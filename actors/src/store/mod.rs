@@ -435,8 +435,14 @@ pub enum StoreError {
     Commit(String),
 }
 
-/// The storage interface. Object-safe so the relay can hold an `Arc<dyn Store>`.
-pub trait Store: Send + Sync + 'static {
+/// The storage interface, in four parts. Every part is object-safe, and [`Store`] is all of
+/// them plus the lifecycle, so the relay holds one `Arc<dyn Store>` for whichever backend
+/// the config chose. Every error is a [`StoreError`], whatever the backend.
+///
+/// Callers bring the parts into scope with `use relayarr_actors::store::prelude::*`.
+/// The event log: what was received, durably, and how far routing got. Append-only apart
+/// from routing progress (owned by the router) and rejections (bounded).
+pub trait EventLog: Send + Sync + 'static {
     /// Commits one event (group-committed with concurrent callers). Resolves after the
     /// commit, with the row's sequence number (`None` for a duplicate).
     fn append(&self, ev: NewEvent) -> BoxFuture<'_, Result<(Appended, Option<i64>), StoreError>>;
@@ -445,35 +451,47 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredEvent>, StoreError>>;
-    /// The routing watermark: every stored event with `seq <= watermark` has been routed.
-    fn routed_watermark(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
-    /// Persists a new routing watermark.
-    fn set_routed_watermark(&self, seq: i64) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// `(seq, received_at_ms)` of stored events with `seq > after`, in order.
-    fn seqs_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<(i64, i64)>, StoreError>>;
+    /// `(seq, received_at_ms)` of committed events not yet routed, lowest `seq` first.
+    /// Correct whatever order commits landed in: progress is kept per event.
+    fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<(i64, i64)>, StoreError>>;
+    /// Marks events routed: their deliveries and debounce items are stored.
+    fn mark_routed(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Loads events by sequence number (missing ones are skipped), in order.
     fn events_by_seq(
         &self,
         seqs: Vec<i64>,
     ) -> BoxFuture<'_, Result<Vec<CommittedEvent>, StoreError>>;
+    /// The stored raw body of an event (decompressed), for `raw`-format hooks.
+    fn raw_body(&self, seq: i64) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+    /// Number of stored events (all statuses).
+    fn count_events(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Events matching `filter`, newest first (by `seq`), at most `filter.limit`.
+    fn list_events(
+        &self,
+        filter: EventFilter,
+    ) -> BoxFuture<'_, Result<Vec<EventSummary>, StoreError>>;
+    /// The files of `source`'s import, upgrade, rename and delete events received at or
+    /// after `since_ms`: what the reconciliation pollers dedup against.
+    fn event_file_keys<'a>(
+        &'a self,
+        source: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<EventFileKey>, StoreError>>;
     /// Records rejected requests (bounded by `rejections_max`).
     fn record_rejections(&self, rows: Vec<Rejection>) -> BoxFuture<'_, Result<(), StoreError>>;
     /// The newest rejections, newest first.
     fn recent_rejections(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Rejection>, StoreError>>;
-    /// Number of stored events (all statuses).
-    fn count_events(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
-    /// The stored raw body of an event (decompressed), for `raw`-format hooks.
-    fn raw_body(&self, seq: i64) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+}
 
-    /// Creates deliveries, ignoring (event, hook) pairs that already exist. Returns the ones
-    /// created.
+/// The delivery queue: one row per (event, target), owned by that target's worker, and the
+/// debounce groups, owned by the debouncer.
+pub trait DeliveryQueue: Send + Sync + 'static {
+    /// Creates deliveries, ignoring (event, hook) pairs that already exist, and marks the
+    /// events `routed` routed in the same transaction. Returns the deliveries created.
     fn create_deliveries(
         &self,
         rows: Vec<NewDelivery>,
+        routed: Vec<i64>,
     ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
     /// Pending deliveries of `hook` due at `now_ms`, oldest first.
     fn due_deliveries<'a>(
@@ -487,6 +505,42 @@ pub trait Store: Send + Sync + 'static {
         &self,
         updates: Vec<DeliveryUpdate>,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Makes a target's deliveries in `scope` pending again, due now. Returns their ids.
+    /// Only the target's worker calls this, in order with its outcome writes.
+    fn requeue_deliveries<'a>(
+        &'a self,
+        target: &'a str,
+        scope: ReplayScope,
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
+    /// The targets that have a delivery of this event (a group's included).
+    fn delivery_targets<'a>(
+        &'a self,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    /// Delivery counts of one hook.
+    fn delivery_counts<'a>(
+        &'a self,
+        hook: &'a str,
+    ) -> BoxFuture<'a, Result<DeliveryCounts, StoreError>>;
+    /// Pending deliveries per target that has any: count and oldest `created_at`.
+    fn pending_summary(&self) -> BoxFuture<'_, Result<Vec<PendingSummary>, StoreError>>;
+    /// Adds events to debounce groups. Items that already exist (fired or not) are ignored,
+    /// so routing an event twice never makes a second group. Returns the items added.
+    fn add_debounce_items(
+        &self,
+        items: Vec<DebounceItem>,
+    ) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>>;
+    /// Items not yet fired, to rebuild the debouncer's groups after a restart.
+    fn pending_debounce_items(&self) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>>;
+    /// Fires a group in one transaction: creates its delivery and marks its items fired.
+    /// Returns the delivery, or `None` if it already existed.
+    fn fire_group(&self, fire: FireGroup) -> BoxFuture<'_, Result<Option<Delivery>, StoreError>>;
+    /// Forgets fired items of routed events.
+    fn prune_debounce(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+/// The history of attempts, owned by the history recorder, and what it explains.
+pub trait History: Send + Sync + 'static {
     /// Appends attempts to the history.
     fn record_attempts(&self, attempts: Vec<Attempt>) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Deletes attempts older than `older_than_ms`, and the oldest beyond `keep_max`.
@@ -500,31 +554,32 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         event_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Attempt>, StoreError>>;
-    /// Makes a target's deliveries in `scope` pending again, due now. Returns their ids.
-    /// Only the target's worker calls this, in order with its outcome writes.
-    fn requeue_deliveries<'a>(
-        &'a self,
-        target: &'a str,
-        scope: ReplayScope,
-    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
-    /// The targets that have a delivery of this event (a group's included).
-    fn delivery_targets<'a>(
+    /// The deliveries that carry this event (debounced groups that include it too) and
+    /// their attempts; `None` for an unknown event.
+    fn event_deliveries<'a>(
         &'a self,
         event_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
-    /// Adds events to debounce groups. Items that already exist (fired or not) are ignored,
-    /// so routing an event twice never makes a second group. Returns the items added.
-    fn add_debounce_items(
+    ) -> BoxFuture<'a, Result<Option<EventDeliveries>, StoreError>>;
+}
+
+/// Small runtime state that must survive restarts: limits changed at runtime, hooks created
+/// through the admin API, applied title cards, poller cursors.
+pub trait RuntimeState: Send + Sync + 'static {
+    /// Saved runtime state of a hook.
+    fn hook_overrides<'a>(
+        &'a self,
+        hook: &'a str,
+    ) -> BoxFuture<'a, Result<Option<HookOverrides>, StoreError>>;
+    /// Saves the runtime state of a hook.
+    fn save_hook_overrides(&self, state: HookOverrides) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Hooks created through the admin API: `(name, config JSON)`.
+    fn runtime_hooks(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>>;
+    /// Saves (`Some(config JSON)`) or deletes (`None`) a hook created through the admin API.
+    fn save_runtime_hook(
         &self,
-        items: Vec<DebounceItem>,
-    ) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>>;
-    /// Items not yet fired, to rebuild the debouncer's groups after a restart.
-    fn pending_debounce_items(&self) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>>;
-    /// Fires a group in one transaction: creates its delivery and marks its items fired.
-    /// Returns the delivery, or `None` if it already existed.
-    fn fire_group(&self, fire: FireGroup) -> BoxFuture<'_, Result<Option<Delivery>, StoreError>>;
-    /// Forgets fired items of events at or below `upto_seq` (routed for good).
-    fn prune_debounce(&self, upto_seq: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+        name: String,
+        config: Option<String>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
     /// The card last applied to a Plex item (its SHA-256), if any.
     fn applied_card<'a>(
         &'a self,
@@ -533,43 +588,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
     /// Remembers that a card was applied to a Plex item.
     fn record_card(&self, card: AppliedCard) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Delivery counts of one hook.
-    fn delivery_counts<'a>(
-        &'a self,
-        hook: &'a str,
-    ) -> BoxFuture<'a, Result<DeliveryCounts, StoreError>>;
-    /// Saved runtime state of a hook.
-    fn hook_overrides<'a>(
-        &'a self,
-        hook: &'a str,
-    ) -> BoxFuture<'a, Result<Option<HookOverrides>, StoreError>>;
-    /// Saves the runtime state of a hook.
-    fn save_hook_overrides(&self, state: HookOverrides) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Flushes pending writes and stops accepting new ones. Idempotent.
-    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Proves the store accepts a write: a tiny write committed (and synced) like any
-    /// other, within `timeout`. For `/readyz`.
-    fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Pending deliveries per target that has any: count and oldest `created_at`.
-    fn pending_summary(&self) -> BoxFuture<'_, Result<Vec<PendingSummary>, StoreError>>;
-    /// Events matching `filter`, newest first (by `seq`), at most `filter.limit`.
-    fn list_events(
-        &self,
-        filter: EventFilter,
-    ) -> BoxFuture<'_, Result<Vec<EventSummary>, StoreError>>;
-    /// The deliveries that carry this event (debounced groups that include it too) and
-    /// their attempts; `None` for an unknown event.
-    fn event_deliveries<'a>(
-        &'a self,
-        event_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<EventDeliveries>, StoreError>>;
-    /// The files of `source`'s import, upgrade, rename and delete events received at or
-    /// after `since_ms`: what the reconciliation pollers dedup against.
-    fn event_file_keys<'a>(
-        &'a self,
-        source: &'a str,
-        since_ms: i64,
-    ) -> BoxFuture<'a, Result<Vec<EventFileKey>, StoreError>>;
     /// A poller's saved cursor (JSON, owned by `pollers::cursor`).
     fn poller_cursor<'a>(
         &'a self,
@@ -581,14 +599,20 @@ pub trait Store: Send + Sync + 'static {
         poller: String,
         cursor: String,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Hooks created through the admin API: `(name, config JSON)`.
-    fn runtime_hooks(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>>;
-    /// Saves (`Some(config JSON)`) or deletes (`None`) a hook created through the admin API.
-    fn save_runtime_hook(
-        &self,
-        name: String,
-        config: Option<String>,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// A complete backend: the four parts, plus its lifecycle.
+pub trait Store: EventLog + DeliveryQueue + History + RuntimeState {
+    /// Flushes pending writes and stops accepting new ones. Idempotent.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Proves the store accepts a write: a tiny write committed (and synced) like any
+    /// other, within `timeout`. For `/readyz`.
+    fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// The storage traits, for callers of an `Arc<dyn Store>`.
+pub mod prelude {
+    pub use super::{DeliveryQueue, EventLog, History, RuntimeState, Store};
 }
 
 /// Formats unix milliseconds as RFC 3339 UTC.

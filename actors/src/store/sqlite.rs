@@ -25,7 +25,7 @@ use super::{
     NewEvent, PendingSummary, Rejection, ReplayScope, Store, StoreConfig, StoreError, StoredEvent,
 };
 use super::{
-    DeliveryInfo, DeliveryState, EventDeliveries, EventFilter, EventSummary, TargetCounts,
+    DeliveryInfo, DeliveryQueue, DeliveryState, EventLog, History, RuntimeState, EventDeliveries, EventFilter, EventSummary, TargetCounts,
 };
 use crate::model::NormalizedEvent;
 
@@ -176,6 +176,16 @@ CREATE TABLE runtime_hooks (
     updated_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // Routing progress per event, not a watermark: a watermark assumes rows commit in `seq`
+    // order, which holds for this one writer but not for PostgreSQL, where a lower sequence
+    // number can commit after a higher one. An event is unrouted from its commit (same
+    // transaction) until the router has stored its deliveries and debounce items.
+    r#"
+CREATE TABLE unrouted (seq INTEGER PRIMARY KEY);
+INSERT INTO unrouted (seq)
+    SELECT seq FROM events WHERE seq > (SELECT value FROM meta WHERE key = 'routed_upto');
+DELETE FROM meta WHERE key = 'routed_upto';
+"#,
 ];
 
 /// How many commands may wait for the writer before callers are made to wait.
@@ -237,15 +247,15 @@ fn decode(codec: i64, data: Vec<u8>, id: &str) -> Result<Vec<u8>, StoreError> {
 
 enum WriteCmd {
     Append(Box<Encoded>, Reply<(Appended, Option<i64>)>),
-    SetWatermark(i64, Reply<()>),
-    CreateDeliveries(Vec<NewDelivery>, Reply<Vec<Delivery>>),
+    MarkRouted(Vec<i64>, Reply<()>),
+    CreateDeliveries(Vec<NewDelivery>, Vec<i64>, Reply<Vec<Delivery>>),
     UpdateDeliveries(Vec<DeliveryUpdate>, Reply<()>),
     Attempts(Vec<Attempt>, Reply<()>),
     Prune(i64, u64, Reply<u64>),
     Requeue(String, ReplayScope, Reply<Vec<i64>>),
     AddDebounce(Vec<DebounceItem>, Reply<Vec<DebounceItem>>),
     Fire(FireGroup, Reply<Option<Delivery>>),
-    PruneDebounce(i64, Reply<u64>),
+    PruneDebounce(Reply<u64>),
     RecordCard(AppliedCard, Reply<()>),
     SaveHookState(HookOverrides, Reply<()>),
     Rejections(Vec<Rejection>, Reply<()>),
@@ -703,11 +713,13 @@ impl Writer {
                         let r = insert_event(&tx, &ev, now, &mut self.dedup);
                         done.push(Done::Append(reply, r));
                     }
-                    WriteCmd::SetWatermark(seq, reply) => {
-                        done.push(Done::Unit(reply, set_watermark(&tx, seq)));
+                    WriteCmd::MarkRouted(seqs, reply) => {
+                        done.push(Done::Unit(reply, mark_routed(&tx, &seqs)));
                     }
-                    WriteCmd::CreateDeliveries(rows, reply) => {
-                        done.push(Done::Deliveries(reply, create_deliveries(&tx, &rows, now)));
+                    WriteCmd::CreateDeliveries(rows, routed, reply) => {
+                        let r = create_deliveries(&tx, &rows, now)
+                            .and_then(|d| mark_routed(&tx, &routed).map(|()| d));
+                        done.push(Done::Deliveries(reply, r));
                     }
                     WriteCmd::UpdateDeliveries(rows, reply) => {
                         done.push(Done::Unit(reply, update_deliveries(&tx, &rows, now)));
@@ -727,12 +739,13 @@ impl Writer {
                     WriteCmd::Fire(fire, reply) => {
                         done.push(Done::Fired(reply, fire_group(&tx, &fire, now)));
                     }
-                    WriteCmd::PruneDebounce(upto, reply) => {
+                    WriteCmd::PruneDebounce(reply) => {
                         let r = tx
                             .prepare_cached(
-                                "DELETE FROM debounce_items WHERE fired = 1 AND event_seq <= ?1",
+                                "DELETE FROM debounce_items WHERE fired = 1 AND event_seq \
+                                 NOT IN (SELECT seq FROM unrouted)",
                             )
-                            .and_then(|mut st| st.execute([upto]))
+                            .and_then(|mut st| st.execute([]))
                             .map(|n| n as u64)
                             .map_err(StoreError::from);
                         done.push(Done::Count(reply, r));
@@ -988,6 +1001,8 @@ fn insert_event(
         ev.normalized,
     ])?;
     let seq = tx.last_insert_rowid();
+    tx.prepare_cached("INSERT INTO unrouted (seq) VALUES (?1)")?
+        .execute([seq])?;
     dedup.insert(key, seq, ev.received_at_ms);
     Ok((
         Appended {
@@ -1283,10 +1298,11 @@ fn save_hook_overrides(
     Ok(())
 }
 
-fn set_watermark(tx: &rusqlite::Transaction<'_>, seq: i64) -> Result<(), StoreError> {
-    // Never moves backwards, whatever order the writes arrive in.
-    tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = 'routed_upto'")?
-        .execute([seq])?;
+fn mark_routed(tx: &rusqlite::Transaction<'_>, seqs: &[i64]) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached("DELETE FROM unrouted WHERE seq = ?1")?;
+    for seq in seqs {
+        stmt.execute([seq])?;
+    }
     Ok(())
 }
 
@@ -1561,7 +1577,7 @@ fn event_deliveries(
     }))
 }
 
-impl Store for SqliteStore {
+impl EventLog for SqliteStore {
     fn append(&self, ev: NewEvent) -> BoxFuture<'_, Result<(Appended, Option<i64>), StoreError>> {
         self.append_seq(ev).boxed()
     }
@@ -1575,8 +1591,8 @@ impl Store for SqliteStore {
             let row = conn
                 .prepare_cached(
                     "SELECT id, source, kind, event_type, received_at, \
-                     CASE WHEN seq <= (SELECT value FROM meta WHERE key = 'routed_upto') \
-                     THEN 'routed' ELSE 'received' END, content_type, \
+                     CASE WHEN seq IN (SELECT seq FROM unrouted) \
+                     THEN 'received' ELSE 'routed' END, content_type, \
                      raw_truncated, normalized, raw, codec FROM events WHERE id = ?1",
                 )?
                 .query_row([&id], |r| {
@@ -1623,35 +1639,21 @@ impl Store for SqliteStore {
         .boxed()
     }
 
-    fn routed_watermark(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
-        self.read(|conn| {
-            Ok(conn.query_row(
-                "SELECT value FROM meta WHERE key = 'routed_upto'",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .boxed()
-    }
-
-    fn set_routed_watermark(&self, seq: i64) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.send(move |r| WriteCmd::SetWatermark(seq, r)).boxed()
-    }
-
-    fn seqs_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<(i64, i64)>, StoreError>> {
+    fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<(i64, i64)>, StoreError>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, received_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT u.seq, e.received_at FROM unrouted u JOIN events e ON e.seq = u.seq \
+                 ORDER BY u.seq LIMIT ?1",
             )?;
-            let rows = stmt.query_map([after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .boxed()
+    }
+
+    fn mark_routed(&self, seqs: Vec<i64>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(move |r| WriteCmd::MarkRouted(seqs, r)).boxed()
     }
 
     fn events_by_seq(
@@ -1685,6 +1687,67 @@ impl Store for SqliteStore {
         .boxed()
     }
 
+    fn raw_body(&self, seq: i64) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        self.read(move |conn| {
+            let row: Option<(String, Vec<u8>, i64)> = conn
+                .prepare_cached("SELECT id, raw, codec FROM events WHERE seq = ?1")?
+                .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            row.map(|(id, raw, codec)| decode(codec, raw, &id))
+                .transpose()
+        })
+        .boxed()
+    }
+
+    fn count_events(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.read(|conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .boxed()
+    }
+
+    fn list_events(
+        &self,
+        filter: EventFilter,
+    ) -> BoxFuture<'_, Result<Vec<EventSummary>, StoreError>> {
+        self.read(move |conn| list_events(conn, &filter)).boxed()
+    }
+
+    fn event_file_keys<'a>(
+        &'a self,
+        source: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<EventFileKey>, StoreError>> {
+        let source = source.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, codec, normalized FROM events WHERE received_at >= ?1 \
+                 AND source = ?2 AND kind IN ('import', 'upgrade', 'rename', 'delete')",
+            )?;
+            let rows = stmt.query_map(params![since_ms, source], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, codec, data) = row?;
+                let json = decode(codec, data, &id)?;
+                let ev: NormalizedEvent =
+                    serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                        id: id.clone(),
+                        reason: e.to_string(),
+                    })?;
+                out.extend(EventFileKey::of(&ev));
+            }
+            Ok(out)
+        })
+        .boxed()
+    }
+
     fn record_rejections(&self, rows: Vec<Rejection>) -> BoxFuture<'_, Result<(), StoreError>> {
         self.send(|r| WriteCmd::Rejections(rows, r)).boxed()
     }
@@ -1707,32 +1770,16 @@ impl Store for SqliteStore {
         })
         .boxed()
     }
+}
 
-    fn count_events(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.read(|conn| {
-            let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
-        .boxed()
-    }
-
-    fn raw_body(&self, seq: i64) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
-        self.read(move |conn| {
-            let row: Option<(String, Vec<u8>, i64)> = conn
-                .prepare_cached("SELECT id, raw, codec FROM events WHERE seq = ?1")?
-                .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
-            row.map(|(id, raw, codec)| decode(codec, raw, &id))
-                .transpose()
-        })
-        .boxed()
-    }
-
+impl DeliveryQueue for SqliteStore {
     fn create_deliveries(
         &self,
         rows: Vec<NewDelivery>,
+        routed: Vec<i64>,
     ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
-        self.send(|r| WriteCmd::CreateDeliveries(rows, r)).boxed()
+        self.send(|r| WriteCmd::CreateDeliveries(rows, routed, r))
+            .boxed()
     }
 
     fn due_deliveries<'a>(
@@ -1775,36 +1822,6 @@ impl Store for SqliteStore {
             .boxed()
     }
 
-    fn record_attempts(&self, attempts: Vec<Attempt>) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.send(|r| WriteCmd::Attempts(attempts, r)).boxed()
-    }
-
-    fn prune_attempts(
-        &self,
-        older_than_ms: i64,
-        keep_max: u64,
-    ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.send(move |r| WriteCmd::Prune(older_than_ms, keep_max, r))
-            .boxed()
-    }
-
-    fn attempts_for_event<'a>(
-        &'a self,
-        event_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<Attempt>, StoreError>> {
-        let event_id = event_id.to_owned();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT delivery_id, hook, event_id, webhook_id, attempt, started_at, latency_ms, \
-                 status, error, request_excerpt, response_excerpt FROM attempts \
-                 WHERE event_id = ?1 ORDER BY id",
-            )?;
-            let rows = stmt.query_map([event_id], attempt_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .boxed()
-    }
-
     fn requeue_deliveries<'a>(
         &'a self,
         target: &'a str,
@@ -1831,6 +1848,51 @@ impl Store for SqliteStore {
             )?;
             let rows = stmt.query_map([id], |r| r.get(0))?;
             Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+        .boxed()
+    }
+
+    fn delivery_counts<'a>(
+        &'a self,
+        hook: &'a str,
+    ) -> BoxFuture<'a, Result<DeliveryCounts, StoreError>> {
+        let hook = hook.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT state, COUNT(*) FROM deliveries WHERE hook = ?1 GROUP BY state",
+            )?;
+            let mut counts = DeliveryCounts::default();
+            let rows = stmt.query_map([hook], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (state, n) = row?;
+                let n = u64::try_from(n).unwrap_or(0);
+                match state.as_str() {
+                    "pending" => counts.pending = n,
+                    "succeeded" => counts.succeeded = n,
+                    _ => counts.failed += n,
+                }
+            }
+            Ok(counts)
+        })
+        .boxed()
+    }
+
+    fn pending_summary(&self) -> BoxFuture<'_, Result<Vec<PendingSummary>, StoreError>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT hook, COUNT(*), MIN(created_at) FROM deliveries \
+                 WHERE state = 'pending' GROUP BY hook ORDER BY hook",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(PendingSummary {
+                    target: r.get(0)?,
+                    pending: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    oldest_created_at_ms: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .boxed()
     }
@@ -1867,59 +1929,52 @@ impl Store for SqliteStore {
         self.send(|r| WriteCmd::Fire(fire, r)).boxed()
     }
 
-    fn prune_debounce(&self, upto_seq: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.send(move |r| WriteCmd::PruneDebounce(upto_seq, r))
+    fn prune_debounce(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.send(WriteCmd::PruneDebounce).boxed()
+    }
+}
+
+impl History for SqliteStore {
+    fn record_attempts(&self, attempts: Vec<Attempt>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(|r| WriteCmd::Attempts(attempts, r)).boxed()
+    }
+
+    fn prune_attempts(
+        &self,
+        older_than_ms: i64,
+        keep_max: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.send(move |r| WriteCmd::Prune(older_than_ms, keep_max, r))
             .boxed()
     }
 
-    fn applied_card<'a>(
+    fn attempts_for_event<'a>(
         &'a self,
-        target: &'a str,
-        rating_key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        let (target, key) = (target.to_owned(), rating_key.to_owned());
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT card_sha FROM plex_cards WHERE target = ?1 AND rating_key = ?2",
-                )?
-                .query_row([target, key], |r| r.get(0))
-                .optional()?)
-        })
-        .boxed()
-    }
-
-    fn record_card(&self, card: AppliedCard) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.send(|r| WriteCmd::RecordCard(card, r)).boxed()
-    }
-
-    fn delivery_counts<'a>(
-        &'a self,
-        hook: &'a str,
-    ) -> BoxFuture<'a, Result<DeliveryCounts, StoreError>> {
-        let hook = hook.to_owned();
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>, StoreError>> {
+        let event_id = event_id.to_owned();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT state, COUNT(*) FROM deliveries WHERE hook = ?1 GROUP BY state",
+                "SELECT delivery_id, hook, event_id, webhook_id, attempt, started_at, latency_ms, \
+                 status, error, request_excerpt, response_excerpt FROM attempts \
+                 WHERE event_id = ?1 ORDER BY id",
             )?;
-            let mut counts = DeliveryCounts::default();
-            let rows = stmt.query_map([hook], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })?;
-            for row in rows {
-                let (state, n) = row?;
-                let n = u64::try_from(n).unwrap_or(0);
-                match state.as_str() {
-                    "pending" => counts.pending = n,
-                    "succeeded" => counts.succeeded = n,
-                    _ => counts.failed += n,
-                }
-            }
-            Ok(counts)
+            let rows = stmt.query_map([event_id], attempt_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .boxed()
     }
 
+    fn event_deliveries<'a>(
+        &'a self,
+        event_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<EventDeliveries>, StoreError>> {
+        let id = event_id.to_owned();
+        self.read(move |conn| event_deliveries(conn, &id)).boxed()
+    }
+}
+
+impl RuntimeState for SqliteStore {
     fn hook_overrides<'a>(
         &'a self,
         hook: &'a str,
@@ -1945,6 +2000,71 @@ impl Store for SqliteStore {
         self.send(|r| WriteCmd::SaveHookState(state, r)).boxed()
     }
 
+    fn runtime_hooks(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT name, config FROM runtime_hooks ORDER BY name")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .boxed()
+    }
+
+    fn save_runtime_hook(
+        &self,
+        name: String,
+        config: Option<String>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(|r| WriteCmd::RuntimeHook(name, config, r))
+            .boxed()
+    }
+
+    fn applied_card<'a>(
+        &'a self,
+        target: &'a str,
+        rating_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let (target, key) = (target.to_owned(), rating_key.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT card_sha FROM plex_cards WHERE target = ?1 AND rating_key = ?2",
+                )?
+                .query_row([target, key], |r| r.get(0))
+                .optional()?)
+        })
+        .boxed()
+    }
+
+    fn record_card(&self, card: AppliedCard) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(|r| WriteCmd::RecordCard(card, r)).boxed()
+    }
+
+    fn poller_cursor<'a>(
+        &'a self,
+        poller: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let poller = poller.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT state FROM poller_cursors WHERE poller = ?1")?
+                .query_row([poller], |r| r.get(0))
+                .optional()?)
+        })
+        .boxed()
+    }
+
+    fn save_poller_cursor(
+        &self,
+        poller: String,
+        cursor: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(|r| WriteCmd::SavePollerCursor(poller, cursor, r))
+            .boxed()
+    }
+}
+
+impl Store for SqliteStore {
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             let res = match self.send(WriteCmd::Close).await {
@@ -1971,113 +2091,5 @@ impl Store for SqliteStore {
         }
         .boxed()
     }
-
-    fn pending_summary(&self) -> BoxFuture<'_, Result<Vec<PendingSummary>, StoreError>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT hook, COUNT(*), MIN(created_at) FROM deliveries \
-                 WHERE state = 'pending' GROUP BY hook ORDER BY hook",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(PendingSummary {
-                    target: r.get(0)?,
-                    pending: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                    oldest_created_at_ms: r.get(2)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .boxed()
-    }
-
-    fn event_file_keys<'a>(
-        &'a self,
-        source: &'a str,
-        since_ms: i64,
-    ) -> BoxFuture<'a, Result<Vec<EventFileKey>, StoreError>> {
-        let source = source.to_owned();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, codec, normalized FROM events WHERE received_at >= ?1 \
-                 AND source = ?2 AND kind IN ('import', 'upgrade', 'rename', 'delete')",
-            )?;
-            let rows = stmt.query_map(params![since_ms, source], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, codec, data) = row?;
-                let json = decode(codec, data, &id)?;
-                let ev: NormalizedEvent =
-                    serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
-                        id: id.clone(),
-                        reason: e.to_string(),
-                    })?;
-                out.extend(EventFileKey::of(&ev));
-            }
-            Ok(out)
-        })
-        .boxed()
-    }
-
-    fn list_events(
-        &self,
-        filter: EventFilter,
-    ) -> BoxFuture<'_, Result<Vec<EventSummary>, StoreError>> {
-        self.read(move |conn| list_events(conn, &filter)).boxed()
-    }
-
-    fn event_deliveries<'a>(
-        &'a self,
-        event_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<EventDeliveries>, StoreError>> {
-        let id = event_id.to_owned();
-        self.read(move |conn| event_deliveries(conn, &id)).boxed()
-    }
-
-    fn poller_cursor<'a>(
-        &'a self,
-        poller: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        let poller = poller.to_owned();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT state FROM poller_cursors WHERE poller = ?1")?
-                .query_row([poller], |r| r.get(0))
-                .optional()?)
-        })
-        .boxed()
-    }
-
-    fn save_poller_cursor(
-        &self,
-        poller: String,
-        cursor: String,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.send(|r| WriteCmd::SavePollerCursor(poller, cursor, r))
-            .boxed()
-    }
-
-    fn runtime_hooks(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
-        self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT name, config FROM runtime_hooks ORDER BY name")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .boxed()
-    }
-
-    fn save_runtime_hook(
-        &self,
-        name: String,
-        config: Option<String>,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.send(|r| WriteCmd::RuntimeHook(name, config, r))
-            .boxed()
-    }
 }
+
