@@ -60,17 +60,19 @@ async fn crash_sigkill_loses_no_acknowledged_event() {
 
     // Restart on the same data dir: every acknowledged id is there and gets routed.
     let (mut child, addr) = spawn_binary(&config).await;
-    let db = dir.path().join("relayarr.db");
-    let conn = rusqlite::Connection::open(&db).expect("open db");
-    let mut stmt = conn
-        .prepare("SELECT seq FROM events WHERE id = ?1")
-        .expect("prepare");
+    let store = open_store(dir.path()).await;
     for id in &acked {
-        stmt.query_row([id], |r| r.get::<_, i64>(0))
-            .unwrap_or_else(|e| panic!("acknowledged event {id} lost after SIGKILL: {e}"));
+        let found = store.get_event(id).await.expect("read event");
+        assert!(
+            found.is_some(),
+            "acknowledged event {id} lost after SIGKILL"
+        );
     }
     // The restarted router routes everything that was committed but not yet routed.
-    eventually(Duration::from_secs(20), || async { all_routed(&conn) }).await;
+    eventually(Duration::from_secs(20), || async {
+        all_routed(&store).await
+    })
+    .await;
     // Still serving after the restart.
     let resp = client
         .get(format!("http://{addr}/api/v1/health"))
@@ -140,7 +142,7 @@ async fn cli_run_stops_gracefully_on_sigterm() {
         .expect("stopped in time")
         .expect("wait");
     assert!(status.success(), "graceful stop exits 0, got {status:?}");
-    assert_eq!(count_events(&dir.path().join("relayarr.db")), 1);
+    assert_eq!(count_events_in(dir.path()).await, 1);
 }
 
 /// Sends SIGTERM with the `kill` command: tokio can only send SIGKILL, and the workspace

@@ -24,6 +24,7 @@ use axum::http::HeaderMap;
 use axum::Router;
 use common::receiver::{hook_toml, hook_view, post_many};
 use common::*;
+use relayarr::actors::hooks::signing::webhook_id;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -210,7 +211,6 @@ async fn engine_drain_three_busy_hooks_in_parallel() {
         .iter()
         .map(|r| r.requests().iter().filter(|t| t.answered.is_some()).count())
         .collect();
-    let db = relay.db_path();
     let dir = relay.stop().await;
     let stop_took = stop_at.elapsed();
 
@@ -264,26 +264,28 @@ async fn engine_drain_three_busy_hooks_in_parallel() {
         "stop took {stop_took:?} (serial: {serial:?}, grace {GRACE:?})"
     );
 
-    // The drained requests' outcomes are stored: succeeded, one attempt each.
+    // The drained requests' outcomes are stored: succeeded, one attempt each. A request
+    // names its delivery by webhook-id; the event it carries is found from the posted ids.
     {
-        let conn = rusqlite::Connection::open(&db).expect("open db");
+        let store = open_store(dir.path()).await;
         for (name, running) in HOOKS.iter().zip(&in_flight) {
             for t in running {
-                let (state, attempts): (String, i64) = conn
-                    .query_row(
-                        "SELECT state, attempts FROM deliveries WHERE hook = ?1 AND webhook_id = ?2",
-                        [name, t.webhook_id.as_str()],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
+                let event_id = ids
+                    .iter()
+                    .find(|id| webhook_id(id, name) == t.webhook_id)
+                    .unwrap_or_else(|| panic!("{name}: no posted event has {}", t.webhook_id));
+                let d = delivery_of(&store, event_id, name)
+                    .await
                     .expect("delivery row");
                 assert_eq!(
-                    (state.as_str(), attempts),
+                    (d.state.as_str(), d.attempts),
                     ("succeeded", 1),
                     "{name}: drained delivery {}",
                     t.webhook_id
                 );
             }
         }
+        store.close().await.expect("close");
     }
 
     // Restart on the same data dir: the rest of the backlog goes out, nothing twice.

@@ -104,24 +104,14 @@ async fn hooks_retry_after_is_clamped_to_twice_the_schedule() {
     let id = post_new(&client, &relay, sonarr_download("retry-after", 1)).await;
 
     // The scheduled time of the retry, read from the delivery row while it waits.
-    let conn = rusqlite::Connection::open(relay.db_path()).expect("open db");
-    let mut next_attempt_at = None;
-    eventually(Duration::from_secs(10), || {
-        let found = conn
-            .query_row(
-                "SELECT next_attempt_at FROM deliveries WHERE hook = 'a' AND attempts = 1 \
-                 AND state = 'pending'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .ok();
-        if found.is_some() {
-            next_attempt_at = found;
-        }
-        async move { found.is_some() }
+    let next_attempt_at = eventually_some(Duration::from_secs(10), || async {
+        relay
+            .delivery(&id, "a")
+            .await
+            .filter(|d| d.attempts == 1 && d.state == "pending")
+            .and_then(|d| d.next_attempt_at_ms)
     })
     .await;
-    let next_attempt_at = next_attempt_at.expect("retry scheduled");
 
     rx.wait_for(2, Duration::from_secs(10)).await;
     wait_counts(&relay, "a", 0, 1, 0).await;

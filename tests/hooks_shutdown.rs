@@ -27,19 +27,14 @@ async fn hooks_shutdown_drains_requests_in_flight_and_records_them() {
         receiver.requests().len() == 1
     })
     .await;
-    let db = relay.db_path();
     let dir = relay.stop().await;
 
-    let conn = rusqlite::Connection::open(&db).expect("open db");
-    let (state, attempts): (String, i64) = conn
-        .query_row(
-            "SELECT d.state, d.attempts FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-             WHERE e.id = ?1",
-            [&id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+    let store = open_store(dir.path()).await;
+    let d = delivery_of(&store, &id, "slowish")
+        .await
         .expect("delivery row");
-    assert_eq!((state.as_str(), attempts), ("succeeded", 1));
+    store.close().await.expect("close");
+    assert_eq!((d.state.as_str(), d.attempts), ("succeeded", 1));
 
     // Started again, nothing is re-sent.
     let relay = start_relay_in(

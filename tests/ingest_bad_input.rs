@@ -126,11 +126,7 @@ async fn ingest_rejects_each_kind_of_bad_body_precisely() {
     )
     .await;
 
-    assert_eq!(
-        count_events(&relay.db_path()),
-        0,
-        "no bad request was stored"
-    );
+    assert_eq!(relay.count_events().await, 0, "no bad request was stored");
     let health = reqwest::get(relay.url("/api/v1/health"))
         .await
         .expect("health");
@@ -151,7 +147,7 @@ async fn ingest_text_plain_json_is_accepted() {
     )
     .await;
     assert_eq!(resp.status, 202, "{}", String::from_utf8_lossy(&resp.body));
-    assert_eq!(count_events(&relay.db_path()), 1);
+    assert_eq!(relay.count_events().await, 1);
     relay.stop().await;
 }
 
@@ -249,7 +245,7 @@ async fn ingest_auth_wrong_method_unknown_source_and_size_limits() {
     let resp = send_raw(relay.addr, &raw).await;
     assert_eq!(resp.status, 413);
 
-    assert_eq!(count_events(&relay.db_path()), 1, "only the PUT was stored");
+    assert_eq!(relay.count_events().await, 1, "only the PUT was stored");
     relay.stop().await;
 }
 

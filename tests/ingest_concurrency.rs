@@ -46,24 +46,17 @@ async fn ingest_200_concurrent_requests_are_all_stored_exactly_once() {
         assert!(ids.insert(id.expect("id")), "ids are unique");
     }
     assert_eq!(ids.len(), 200);
-    assert_eq!(
-        count_events(&relay.db_path()),
-        200,
-        "stored exactly once each"
-    );
+    assert_eq!(relay.count_events().await, 200, "stored exactly once each");
 
     // Every stored row is one of the acknowledged ids.
-    let conn = rusqlite::Connection::open(relay.db_path()).expect("open");
-    let mut stmt = conn.prepare("SELECT id FROM events").expect("prepare");
-    let stored: HashSet<String> = stmt
-        .query_map([], |r| r.get(0))
-        .expect("query")
-        .map(|r| r.expect("row"))
-        .collect();
+    let stored: HashSet<String> = stored_ids(&relay.store).await.into_iter().collect();
     assert_eq!(stored, ids);
 
     // And the router gets every one of them.
-    eventually(Duration::from_secs(10), || async { all_routed(&conn) }).await;
+    eventually(Duration::from_secs(10), || async {
+        relay.all_routed().await
+    })
+    .await;
     let ev = relay.stored_event(ids.iter().next().expect("an id")).await;
     assert_eq!(ev["status"], "routed");
     relay.stop().await;
@@ -87,13 +80,13 @@ async fn ingest_duplicate_body_within_window_returns_first_id() {
         .await
         .expect("send");
     assert_eq!(resp.status(), 202);
-    assert_eq!(count_events(&relay.db_path()), 2);
+    assert_eq!(relay.count_events().await, 2);
 
     // After the window, the same body is a new event.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (s3, v3) = post_sonarr(&client, &relay, sonarr_body(1)).await;
     assert_eq!(s3, 202);
     assert_ne!(v3["id"], v1["id"]);
-    assert_eq!(count_events(&relay.db_path()), 3);
+    assert_eq!(relay.count_events().await, 3);
     relay.stop().await;
 }

@@ -51,7 +51,7 @@ async fn ingest_shared_fixtures_are_accepted_and_normalised() {
         }
     }
     assert_eq!(ids.len(), 10, "every valid fixture was replayed: {ids:?}");
-    assert_eq!(count_events(&relay.db_path()), 10);
+    assert_eq!(relay.count_events().await, 10);
 
     let get = |k: &str| {
         ids.get(k)
@@ -180,7 +180,7 @@ async fn ingest_bad_shared_fixtures_are_rejected_and_not_stored() {
         .expect("error")
         .contains("payload"));
 
-    assert_eq!(count_events(&relay.db_path()), 0, "nothing stored");
+    assert_eq!(relay.count_events().await, 0, "nothing stored");
     // Rejections are recorded for troubleshooting (not as events).
     eventually(std::time::Duration::from_secs(5), || async {
         let v: serde_json::Value = relay

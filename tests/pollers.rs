@@ -217,7 +217,7 @@ async fn pollers_do_not_recover_what_a_webhook_already_brought() {
     assert_eq!(recovered["data"]["files"][0]["path"], missed.as_str());
     assert!(tags(&recovered).contains(&"recovered".to_owned()));
     assert_eq!(p["recovered"], 1, "{p:#}");
-    assert_eq!(count_events(&relay.db_path()), 2);
+    assert_eq!(relay.count_events().await, 2);
     relay.stop().await;
 }
 

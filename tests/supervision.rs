@@ -43,7 +43,7 @@ async fn supervision_restarts_a_panicked_source_and_ingest_resumes() {
         post_test(&relay, 1).await == 202
     })
     .await;
-    assert_eq!(count_events(&relay.db_path()), 2);
+    assert_eq!(relay.count_events().await, 2);
 
     let sources = ActorRef::<SupervisorMsg>::where_is(format!("{}sources", relay.namespace))
         .expect("sources supervisor");

@@ -209,7 +209,10 @@ impl RouterActor {
 
     /// Routes unrouted events received before `older_than` ago, page by page. Younger ones
     /// are still on their way through the normal path.
-    async fn recover(st: &mut RouterState, older_than: Duration) -> Result<u64, ActorProcessingErr> {
+    async fn recover(
+        st: &mut RouterState,
+        older_than: Duration,
+    ) -> Result<u64, ActorProcessingErr> {
         let cutoff =
             now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
         let mut recovered = 0u64;

@@ -1,6 +1,7 @@
 //! Shared integration-test helpers: start the real relay in-process on 127.0.0.1:0 with a
-//! real SQLite file, replay raw HTTP bytes over TCP, read the store directly, and wait for
-//! conditions instead of sleeping.
+//! real store, replay raw HTTP bytes over TCP, check the store through the same storage
+//! traits the relay uses (so the checks hold for every backend), and wait for conditions
+//! instead of sleeping.
 #![allow(dead_code)]
 
 pub mod expect;
@@ -12,8 +13,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use relayarr::actors::store::prelude::*;
+use relayarr::actors::store::{DeliveryInfo, EventFilter, SqliteStore, StoreConfig};
 use relayarr::{Config, Relay, RelayError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -97,6 +101,8 @@ pub struct TestRelay {
     pub addr: SocketAddr,
     pub namespace: String,
     pub dir: tempfile::TempDir,
+    /// The relay's own store (closed when the relay stops).
+    pub store: Arc<dyn Store>,
     shutdown: Option<oneshot::Sender<()>>,
     join: Option<JoinHandle<Result<(), RelayError>>>,
 }
@@ -120,6 +126,7 @@ pub async fn start_relay_in(dir: tempfile::TempDir, extra: &str) -> TestRelay {
     let text = test_config_text(dir.path(), extra);
     let cfg = Config::from_toml_str("test", &text, std::iter::empty())
         .unwrap_or_else(|e| panic!("test config invalid: {e:?}"));
+    let store = open_store_with(dir.path(), cfg.store.clone()).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let namespace = format!(
@@ -129,9 +136,11 @@ pub async fn start_relay_in(dir: tempfile::TempDir, extra: &str) -> TestRelay {
     );
     let (tx, rx) = oneshot::channel::<()>();
     let ns = namespace.clone();
+    let relay_store = Arc::clone(&store);
     let join = tokio::spawn(async move {
         Relay::builder(cfg)
             .namespace(ns)
+            .store(relay_store)
             .start(listener, async {
                 let _ = rx.await;
             })
@@ -141,6 +150,7 @@ pub async fn start_relay_in(dir: tempfile::TempDir, extra: &str) -> TestRelay {
         addr,
         namespace,
         dir,
+        store,
         shutdown: Some(tx),
         join: Some(join),
     };
@@ -162,6 +172,21 @@ impl TestRelay {
 
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("relayarr.db")
+    }
+
+    /// Stored events, counted through the store.
+    pub async fn count_events(&self) -> u64 {
+        self.store.count_events().await.expect("count events")
+    }
+
+    /// True once every stored event is routed.
+    pub async fn all_routed(&self) -> bool {
+        all_routed(&self.store).await
+    }
+
+    /// The delivery of `event_id` to `target`, if the router created one.
+    pub async fn delivery(&self, event_id: &str, target: &str) -> Option<DeliveryInfo> {
+        delivery_of(&self.store, event_id, target).await
     }
 
     /// Graceful stop; returns the data dir for a restart.
@@ -221,19 +246,63 @@ pub async fn post_sonarr(
     (status, resp.json().await.expect("relay answers JSON"))
 }
 
-/// Number of rows in `events`, read straight from the SQLite file.
-pub fn count_events(db: &Path) -> i64 {
-    let conn = rusqlite::Connection::open(db).expect("open db");
-    conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .expect("count")
+/// Opens the store of a data dir (for checks while a spawned relay runs, or after it
+/// stopped), with the default store settings.
+pub async fn open_store(dir: &Path) -> Arc<dyn Store> {
+    open_store_with(dir, StoreConfig::default()).await
+}
+
+/// Opens the store of a data dir with the given settings.
+pub async fn open_store_with(dir: &Path, cfg: StoreConfig) -> Arc<dyn Store> {
+    SqliteStore::open(dir.join("relayarr.db"), cfg).expect("open the store")
+}
+
+/// Stored events of a data dir, counted through a store opened for the check.
+pub async fn count_events_in(dir: &Path) -> u64 {
+    let store = open_store(dir).await;
+    let n = store.count_events().await.expect("count events");
+    store.close().await.expect("close");
+    n
+}
+
+/// The ids of every stored event, through the admin-facing listing (newest first, paged).
+pub async fn stored_ids(store: &Arc<dyn Store>) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut before_seq = None;
+    loop {
+        let page = store
+            .list_events(EventFilter {
+                before_seq,
+                limit: 500,
+                ..EventFilter::default()
+            })
+            .await
+            .expect("list events");
+        let Some(last) = page.last() else { break };
+        before_seq = Some(last.seq);
+        ids.extend(page.into_iter().map(|e| e.id));
+    }
+    ids
+}
+
+/// The delivery of `event_id` to `target`, if the router created one.
+pub async fn delivery_of(
+    store: &Arc<dyn Store>,
+    event_id: &str,
+    target: &str,
+) -> Option<DeliveryInfo> {
+    store
+        .event_deliveries(event_id)
+        .await
+        .expect("event deliveries")?
+        .deliveries
+        .into_iter()
+        .find(|d| d.target == target)
 }
 
 /// True once every stored event is routed.
-pub fn all_routed(conn: &rusqlite::Connection) -> bool {
-    let unrouted: i64 = conn
-        .query_row("SELECT COUNT(*) FROM unrouted", [], |r| r.get(0))
-        .expect("unrouted");
-    unrouted == 0
+pub async fn all_routed(store: &Arc<dyn Store>) -> bool {
+    store.unrouted(1).await.expect("unrouted").is_empty()
 }
 
 /// Polls `cond` until it is true or `timeout` passes (then panics).
@@ -246,6 +315,25 @@ where
     loop {
         if cond().await {
             return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `f` until it yields a value (or panics after `timeout`), and returns the value.
+pub async fn eventually_some<T, F, Fut>(timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -25,7 +25,8 @@ use super::{
     NewEvent, PendingSummary, Rejection, ReplayScope, Store, StoreConfig, StoreError, StoredEvent,
 };
 use super::{
-    DeliveryInfo, DeliveryQueue, DeliveryState, EventLog, History, RuntimeState, EventDeliveries, EventFilter, EventSummary, TargetCounts,
+    DeliveryInfo, DeliveryQueue, DeliveryState, EventDeliveries, EventFilter, EventLog,
+    EventSummary, History, RuntimeState, TargetCounts,
 };
 use crate::model::NormalizedEvent;
 
@@ -2092,4 +2093,3 @@ impl Store for SqliteStore {
         .boxed()
     }
 }
-
