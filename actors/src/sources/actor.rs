@@ -1,7 +1,9 @@
-//! The per-source actor. It owns one source's configuration, and for each request
-//! authenticates, decodes and normalises it (pure functions), then hands the commit to a
-//! spawned task so the mailbox never waits on the disk. Only after the store has committed
-//! does the request get its answer and the event go on to the router.
+//! The per-source actor. It owns one source's configuration, and hands each request to a
+//! task of its own that authenticates, decodes and normalises it (pure functions) and
+//! commits it. The actor is not a serialisation point: requests to one source are parsed
+//! on every core at once, and the mailbox never waits on parsing or on the disk. Only after
+//! the store has committed does the request get its answer and the event go on to the
+//! router.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -70,6 +72,11 @@ pub struct SourceArgs {
 }
 
 pub struct SourceState {
+    ctx: Arc<SourceCtx>,
+}
+
+/// What an ingest task needs: the source's settings and where its results go.
+struct SourceCtx {
     cfg: Arc<SourceConfig>,
     auth: AuthConfig,
     opts: ParserOptions,
@@ -97,14 +104,16 @@ impl Actor for SourceActor {
             .clone()
             .ok_or_else(|| format!("source {} has no auth configured", args.cfg.name))?;
         Ok(SourceState {
-            opts: ParserOptions {
-                tautulli: args.cfg.tautulli.clone(),
-            },
-            auth,
-            cfg: args.cfg,
-            store: args.store,
-            names: args.names,
-            metrics: args.metrics,
+            ctx: Arc::new(SourceCtx {
+                opts: ParserOptions {
+                    tautulli: args.cfg.tautulli.clone(),
+                },
+                auth,
+                cfg: args.cfg,
+                store: args.store,
+                names: args.names,
+                metrics: args.metrics,
+            }),
         })
     }
 
@@ -115,28 +124,28 @@ impl Actor for SourceActor {
         st: &mut SourceState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SourceMsg::InjectPanic => panic!("injected panic in source {}", st.cfg.name),
+            SourceMsg::InjectPanic => panic!("injected panic in source {}", st.ctx.cfg.name),
             SourceMsg::Ingest(req, reply) => {
-                let prepared = prepare(st, &req).await;
-                match prepared {
-                    Err(err) => {
-                        reject(st, &req, &err);
-                        let _ = reply.send(Err(err));
-                    }
-                    Ok(Prepared::Filtered(event_type)) => {
-                        tracing::debug!(source = %st.cfg.name, %event_type, "event filtered by trigger_on");
-                        let _ = reply.send(Ok(IngestOutcome::Filtered { event_type }));
-                    }
-                    Ok(Prepared::Commit(new)) => {
-                        let store = Arc::clone(&st.store);
-                        let names = st.names.clone();
-                        let metrics = Arc::clone(&st.metrics);
-                        tokio::spawn(commit(store, names, metrics, *new, reply));
-                    }
-                }
+                tokio::spawn(ingest(Arc::clone(&st.ctx), req, reply));
             }
         }
         Ok(())
+    }
+}
+
+/// One request, start to answer. A panic here (a parser bug) drops `reply`, which the
+/// ingress answers with 503: the request is not acknowledged, and nothing is stored.
+async fn ingest(ctx: Arc<SourceCtx>, req: Box<InboundRequest>, reply: RpcReplyPort<IngestResult>) {
+    match prepare(&ctx, &req).await {
+        Err(err) => {
+            reject(&ctx, &req, &err);
+            let _ = reply.send(Err(err));
+        }
+        Ok(Prepared::Filtered(event_type)) => {
+            tracing::debug!(source = %ctx.cfg.name, %event_type, "event filtered by trigger_on");
+            let _ = reply.send(Ok(IngestOutcome::Filtered { event_type }));
+        }
+        Ok(Prepared::Commit(new)) => commit(&ctx, *new, reply).await,
     }
 }
 
@@ -146,7 +155,7 @@ enum Prepared {
 }
 
 /// Authenticate, decode, normalise: everything before the store.
-async fn prepare(st: &SourceState, req: &InboundRequest) -> Result<Prepared, IngestError> {
+async fn prepare(st: &SourceCtx, req: &InboundRequest) -> Result<Prepared, IngestError> {
     let token = req
         .query
         .iter()
@@ -212,13 +221,8 @@ fn passes_trigger_on(
 }
 
 /// Commits, answers the request, and only then passes the event on.
-async fn commit(
-    store: Arc<dyn Store>,
-    names: Names,
-    metrics: Arc<Metrics>,
-    new: NewEvent,
-    reply: RpcReplyPort<IngestResult>,
-) {
+async fn commit(ctx: &SourceCtx, new: NewEvent, reply: RpcReplyPort<IngestResult>) {
+    let (store, names, metrics) = (&ctx.store, &ctx.names, &ctx.metrics);
     let received_at_ms = new.received_at_ms;
     let source = new.event.instance.clone();
     let kind = new.event.kind.as_str();
@@ -254,7 +258,7 @@ async fn commit(
     }
 }
 
-fn reject(st: &SourceState, req: &InboundRequest, err: &IngestError) {
+fn reject(st: &SourceCtx, req: &InboundRequest, err: &IngestError) {
     let status = match err {
         IngestError::Unauthorized { .. } => 401,
         IngestError::Parse(p) => p.status(),
