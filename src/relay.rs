@@ -133,6 +133,7 @@ impl RelayBuilder {
             stop_timeout: cfg.server.shutdown_grace,
             sweep_every: cfg.supervision.sweep_every,
             sweep_age: cfg.supervision.sweep_every,
+            lease: cfg.store.lease,
             metrics: Arc::clone(&metrics),
             pollers: cfg.arr.iter().cloned().map(Arc::new).collect(),
         };

@@ -42,10 +42,15 @@ async fn hooks_disable_on_410_keeps_later_events_pending_until_enabled() {
     let client = reqwest::Client::new();
     let gone = post_new(&client, &relay, sonarr_download("410", 0)).await;
 
-    let v = wait_view(&relay, "a", "disabled", |v| v["stats"]["enabled"] == false).await;
+    // The worker disables the hook as it decides the outcome; the failed row is written
+    // by its writer a moment later.
+    let v = wait_view(&relay, "a", "disabled, its delivery failed", |v| {
+        v["stats"]["enabled"] == false && v["deliveries"]["failed"] == 1
+    })
+    .await;
     let reason = v["stats"]["disabled_reason"].as_str().unwrap_or_default();
     assert!(reason.contains("410"), "disabled_reason {reason:?}");
-    assert_eq!(v["deliveries"]["failed"], 1, "{v:#}");
+    assert_eq!(v["deliveries"]["pending"], 0, "{v:#}");
     assert_eq!(rx.count(), 1);
 
     // Later events are kept, not sent.

@@ -2,6 +2,7 @@
 //! the debouncer, the router, the history recorder and the supervisors that keep them running.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod debounce;
 pub mod delivery;
 pub mod history;

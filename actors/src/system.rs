@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! relayarr            root supervisor
-//! ├── history         recorder (started first, stopped last)
+//! ├── cluster         this instance's heartbeat and share of the limits (stopped last)
+//! ├── history         recorder
 //! ├── plex            Plex/title-card sync supervisor
 //! │   └── plex:NAME   one delivery worker per [[plex]] server
 //! ├── hooks           outbound hook supervisor
@@ -15,8 +16,9 @@
 //!     └── poller:NAME one per [[arr]]: reads its history, recovers missed events
 //! ```
 //!
-//! Children stop in reverse order, so ingress-facing actors stop before the router, and the
-//! history recorder stops last. Workers are drained (in parallel) before the tree stops:
+//! Children stop in reverse order, so ingress-facing actors stop before the router, the
+//! history recorder stops after the workers, and the cluster actor, which releases this
+//! instance's claims, stops last. Workers are drained (in parallel) before the tree stops:
 //! see [`drain_workers`].
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 
 use std::collections::HashMap;
 
+use crate::cluster::{ClusterActor, ClusterArgs};
 use crate::debounce::actor::{DebouncerActor, DebouncerArgs};
 use crate::debounce::{DebounceConfig, DebounceKey};
 use crate::delivery::shared::Shared;
@@ -81,6 +84,9 @@ impl Names {
     }
     pub fn history(&self) -> String {
         self.n("history")
+    }
+    pub fn cluster(&self) -> String {
+        self.n("cluster")
     }
     pub fn hooks(&self) -> String {
         self.n("hooks")
@@ -358,6 +364,8 @@ pub struct SystemConfig {
     pub stop_timeout: Duration,
     pub sweep_every: Duration,
     pub sweep_age: Duration,
+    /// How long a silent instance's claims hold (instances sharing one database).
+    pub lease: Duration,
     /// Counters the actors increment, and the supervision board.
     pub metrics: Arc<Metrics>,
     /// One reconciliation poller per `[[arr]]`.
@@ -436,6 +444,15 @@ pub async fn start_system(
             .collect()
     };
     let children: Vec<Arc<dyn ChildSpec>> = vec![
+        Arc::new(ActorSpec {
+            name: names.cluster(),
+            actor: ClusterActor,
+            args: ClusterArgs {
+                store: Arc::clone(&cfg.store),
+                targets: Arc::clone(&cfg.targets),
+                lease: cfg.lease,
+            },
+        }),
         Arc::new(ActorSpec {
             name: names.history(),
             actor: HistoryActor,

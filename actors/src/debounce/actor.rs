@@ -12,7 +12,7 @@ use super::coalesce::{Coalescer, Due};
 use super::group_delivery_id;
 use crate::delivery::worker::WorkerMsg;
 use crate::delivery::Job;
-use crate::store::{now_ms, DebounceItem, FireGroup, Group, Store};
+use crate::store::{now_ms, DebounceItem, FireGroup, Fired, Group, Store};
 
 /// How long a group whose fire failed waits before it is tried again.
 const FIRE_RETRY: Duration = Duration::from_secs(1);
@@ -107,7 +107,15 @@ impl DebouncerActor {
             },
         };
         match st.args.store.fire_group(fire).await {
-            Ok(created) => {
+            Ok(Fired::NotMine) => {
+                tracing::debug!(target_name = %due.target, key = %due.key, "debounce key held by another instance; it fires the group");
+            }
+            Ok(Fired::NotYet(at)) => {
+                tracing::debug!(target_name = %due.target, key = %due.key, due_in_ms = at - now_ms(), "events from other instances joined the group; firing later");
+                let local_at = st.now() + (at - now_ms()).max(0);
+                st.groups.restore(due, local_at);
+            }
+            Ok(Fired::Fired(created)) => {
                 st.stats.fired += 1;
                 st.args.metrics.groups_fired.inc(&[&due.target]);
                 tracing::info!(
@@ -211,6 +219,19 @@ impl Actor for DebouncerActor {
                 let now = st.now();
                 if st.next_tick.is_some_and(|t| t <= now) {
                     st.next_tick = None;
+                }
+                match st.args.store.adopt_debounce_items().await {
+                    Ok(adopted) if !adopted.is_empty() => {
+                        tracing::info!(
+                            events = adopted.len(),
+                            "debouncer: took over the groups of an instance whose lease lapsed"
+                        );
+                        for it in &adopted {
+                            st.groups.add(it);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "could not look for groups to take over"),
                 }
                 for due in st.groups.take_due(now) {
                     Self::fire(st, due).await;

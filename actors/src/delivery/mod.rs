@@ -12,6 +12,7 @@
 //! the cap and the rate, and their outcomes are still recorded.
 
 pub mod outcome;
+pub mod share;
 pub mod shared;
 pub mod window;
 pub mod worker;

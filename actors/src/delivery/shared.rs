@@ -21,6 +21,7 @@ use governor::{DefaultDirectRateLimiter, RateLimiter};
 use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
+use super::share::Share;
 use super::worker::WorkerMsg;
 use super::{AttemptClass, AttemptResult, Job, Rate};
 use crate::store::{now_ms, DeliveryUpdate, HookOverrides, ReplayScope, Store, StoreError};
@@ -116,6 +117,8 @@ pub struct SharedState {
     /// must not send it again.
     pub recently_done: RecentIds,
     pub limits: Option<Limits>,
+    /// This instance's share of the limits (instances sharing one database split them).
+    pub share: Share,
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
     pub counters: Counters,
 }
@@ -144,13 +147,24 @@ impl SharedState {
         self.busy(id) || self.recently_done.contains(id)
     }
 
+    /// How many requests this instance may have in flight: its share of the cap, or 0 when
+    /// its share of the rate is nothing (the other instances have it all).
+    pub fn effective_cap(&self) -> u32 {
+        let Some(l) = &self.limits else { return 0 };
+        if l.rate.is_some_and(|r| self.share.rate(r).is_none()) {
+            return 0;
+        }
+        self.share.split(l.max_in_flight.get())
+    }
+
     /// Rebuilds the limiter for the current limits. A swapped-in limiter is pre-drained
     /// (`drain`): a fresh governor limiter admits a full burst at once, which would let a
     /// runtime change exceed the new rate.
     pub fn rebuild_limiter(&mut self, drain: bool) {
         let Some(l) = &self.limits else { return };
-        let burst = l.burst;
-        self.limiter = l.rate.map(|r| {
+        let share = self.share;
+        let burst = NonZeroU32::new(share.split(l.burst.get())).unwrap_or(NonZeroU32::MIN);
+        self.limiter = l.rate.and_then(|r| share.rate(r)).map(|r| {
             let limiter = RateLimiter::direct(r.quota(Some(burst)));
             if drain {
                 let _ = limiter.check_n(burst);
@@ -168,6 +182,8 @@ pub enum WriteOp {
     Requeue(ReplayScope, Option<RpcReplyPort<Result<usize, String>>>),
     /// Load up to this many due rows; they go back to the worker as `Loaded`.
     Load(usize),
+    /// Hand this instance's claims on the target's pending rows back (its share is 0).
+    Release,
     /// Answered once every operation before it is done.
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
@@ -355,6 +371,11 @@ async fn run_writer(
                         tracing::error!(target_name = %target, %error, "could not load pending deliveries");
                         sh.notify(WorkerMsg::Loaded(Vec::new(), limit, seen));
                     }
+                }
+            }
+            WriteOp::Release => {
+                if let Err(error) = store.release_claims(&target).await {
+                    tracing::warn!(target_name = %target, %error, "could not release this instance's claims; they lapse with its lease");
                 }
             }
             WriteOp::Barrier(done) => {

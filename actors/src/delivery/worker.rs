@@ -14,6 +14,7 @@ use governor::clock::{Clock, DefaultClock};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::outcome::{decide, Context, Tally};
+use super::share::Share;
 use super::shared::{Finished, Limits, Shared, WriteOp};
 use super::window::{may_start, Window, WINDOW};
 use super::{Executor, Job, Rate, TargetPolicy, TargetStats};
@@ -53,6 +54,8 @@ pub enum WorkerMsg {
     Stats(RpcReplyPort<TargetStats>),
     /// Shutdown: start nothing new; answered once nothing is in flight.
     Drain(RpcReplyPort<()>),
+    /// The live instances changed: this instance's share of the limits.
+    SetShare(Share),
     /// Fault injection for supervision tests and chaos drills.
     InjectPanic,
 }
@@ -200,14 +203,11 @@ impl DeliveryWorker {
         while !st.window.is_empty() {
             let (limiter, cap, enabled, in_flight) = {
                 let sh = st.shared().lock();
-                let l = sh
-                    .limits
-                    .clone()
-                    .unwrap_or_else(|| defaults(&st.args.policy));
+                let enabled = sh.limits.as_ref().is_none_or(|l| l.enabled);
                 (
                     sh.limiter.clone(),
-                    l.max_in_flight.get(),
-                    l.enabled,
+                    sh.effective_cap(),
+                    enabled,
                     sh.in_flight.len(),
                 )
             };
@@ -278,7 +278,12 @@ impl DeliveryWorker {
     }
 
     fn load(st: &mut WorkerState) {
-        if st.loading || st.draining || !st.limits().enabled || !st.window.wants_load() {
+        if st.loading
+            || st.draining
+            || !st.limits().enabled
+            || !st.window.wants_load()
+            || st.shared().lock().effective_cap() == 0
+        {
             return;
         }
         st.loading = true;
@@ -478,6 +483,11 @@ impl Actor for DeliveryWorker {
         st: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            WorkerMsg::Deliver(jobs) if st.shared().lock().effective_cap() == 0 => {
+                // Rows created here are claimed by this instance: hand them to the others.
+                drop(jobs);
+                st.write(WriteOp::Release);
+            }
             WorkerMsg::Deliver(jobs) => {
                 let sh = Arc::clone(st.shared());
                 for job in jobs {
@@ -612,6 +622,29 @@ impl Actor for DeliveryWorker {
                 st.draining = true;
                 st.drain_waiters.push(reply);
                 st.answer_drain();
+            }
+            WorkerMsg::SetShare(share) => {
+                let (changed, cap) = {
+                    let mut sh = st.shared().lock();
+                    let changed = sh.share != share;
+                    if changed {
+                        sh.share = share;
+                        sh.rebuild_limiter(true);
+                    }
+                    (changed, sh.effective_cap())
+                };
+                if changed {
+                    tracing::info!(target_name = %st.name(), instance = share.index, instances = share.of, max_in_flight_here = cap, "this instance's share of the target's limits changed");
+                }
+                if cap == 0 {
+                    // The rows in the window are claimed by this instance: give them back.
+                    st.window = Window::new(WINDOW);
+                    st.write(WriteOp::Release);
+                } else if changed {
+                    st.window.mark_overflow();
+                    Self::load(st);
+                    Self::pump(&me, st);
+                }
             }
             WorkerMsg::InjectPanic => panic!("injected panic in target {}", st.name()),
         }

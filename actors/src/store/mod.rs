@@ -39,6 +39,11 @@ pub struct StoreConfig {
     pub dedup_window: Duration,
     /// Rejected requests kept for troubleshooting (oldest dropped first).
     pub rejections_max: u64,
+    /// Instances sharing one database (PostgreSQL): how long a silent instance's claims on
+    /// deliveries and debounce groups hold before another instance takes them over. Each
+    /// instance writes its heartbeat three times per lease. Unused with SQLite.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
     /// Most bodies remembered for dedup. At sustained rates above this many per
     /// `dedup_window`, the effective window shrinks to the most recent bodies.
     pub dedup_max_entries: usize,
@@ -53,6 +58,7 @@ impl Default for StoreConfig {
             dedup_window: Duration::from_secs(600),
             rejections_max: 10_000,
             dedup_max_entries: 200_000,
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -245,6 +251,18 @@ pub struct DebounceItem {
     pub max_wait_ms: i64,
 }
 
+/// What came of firing a debounce group.
+#[derive(Clone, Debug)]
+pub enum Fired {
+    /// Fired: its delivery, or `None` if that existed already.
+    Fired(Option<Delivery>),
+    /// Items that other instances added have not been quiet long enough: due at this time
+    /// (unix ms).
+    NotYet(i64),
+    /// Another live instance holds this key and fires it.
+    NotMine,
+}
+
 /// A debounce group that is due.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FireGroup {
@@ -435,7 +453,7 @@ pub enum StoreError {
     Commit(String),
 }
 
-/// The storage interface, in four parts. Every part is object-safe, and [`Store`] is all of
+/// The storage interface, in five parts. Every part is object-safe, and [`Store`] is all of
 /// them plus the lifecycle, so the relay holds one `Arc<dyn Store>` for whichever backend
 /// the config chose. Every error is a [`StoreError`], whatever the backend.
 ///
@@ -530,11 +548,19 @@ pub trait DeliveryQueue: Send + Sync + 'static {
         &self,
         items: Vec<DebounceItem>,
     ) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>>;
-    /// Items not yet fired, to rebuild the debouncer's groups after a restart.
+    /// Items not yet fired that this instance holds, to rebuild the debouncer's groups after
+    /// a restart.
     fn pending_debounce_items(&self) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>>;
+    /// Items this instance has just taken over: the groups of instances whose lease lapsed.
+    /// Always empty for a single-instance store.
+    fn adopt_debounce_items(&self) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>>;
     /// Fires a group in one transaction: creates its delivery and marks its items fired.
-    /// Returns the delivery, or `None` if it already existed.
-    fn fire_group(&self, fire: FireGroup) -> BoxFuture<'_, Result<Option<Delivery>, StoreError>>;
+    /// On a shared database only the instance that holds the key fires it, with every
+    /// unfired item of the key (other instances' included), once the last one is quiet.
+    fn fire_group(&self, fire: FireGroup) -> BoxFuture<'_, Result<Fired, StoreError>>;
+    /// Gives this instance's claims on `target`'s pending rows back, so other instances
+    /// take them (its share of the target's cap is 0). A no-op for a single-instance store.
+    fn release_claims<'a>(&'a self, target: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Forgets fired items of routed events.
     fn prune_debounce(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
@@ -601,8 +627,21 @@ pub trait RuntimeState: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
-/// A complete backend: the four parts, plus its lifecycle.
-pub trait Store: EventLog + DeliveryQueue + History + RuntimeState {
+/// Instances sharing one database. Each delivery row and debounce item a worker holds is
+/// claimed by its instance; a claim holds while its instance's heartbeat is younger than the
+/// lease, and then other instances take the work over. SQLite has one instance.
+pub trait Membership: Send + Sync + 'static {
+    /// This process's instance id (unique per start).
+    fn instance_id(&self) -> &str;
+    /// Records that this instance is alive, and returns the ids of the live instances
+    /// (this one included), sorted.
+    fn heartbeat(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+    /// Leaves: this instance's claims are released, so the others take them at once.
+    fn leave(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// A complete backend: the five parts, plus its lifecycle.
+pub trait Store: EventLog + DeliveryQueue + History + RuntimeState + Membership {
     /// Flushes pending writes and stops accepting new ones. Idempotent.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Proves the store accepts a write: a tiny write committed (and synced) like any
@@ -612,7 +651,7 @@ pub trait Store: EventLog + DeliveryQueue + History + RuntimeState {
 
 /// The storage traits, for callers of an `Arc<dyn Store>`.
 pub mod prelude {
-    pub use super::{DeliveryQueue, EventLog, History, RuntimeState, Store};
+    pub use super::{DeliveryQueue, EventLog, History, Membership, RuntimeState, Store};
 }
 
 /// Formats unix milliseconds as RFC 3339 UTC.

@@ -21,12 +21,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, DebounceItem, Delivery,
-    DeliveryCounts, DeliveryUpdate, EventFileKey, FireGroup, Group, HookOverrides, NewDelivery,
-    NewEvent, PendingSummary, Rejection, ReplayScope, Store, StoreConfig, StoreError, StoredEvent,
+    DeliveryCounts, DeliveryUpdate, EventFileKey, FireGroup, Fired, Group, HookOverrides,
+    NewDelivery, NewEvent, PendingSummary, Rejection, ReplayScope, Store, StoreConfig, StoreError,
+    StoredEvent,
 };
 use super::{
     DeliveryInfo, DeliveryQueue, DeliveryState, EventDeliveries, EventFilter, EventLog,
-    EventSummary, History, RuntimeState, TargetCounts,
+    EventSummary, History, Membership, RuntimeState, TargetCounts,
 };
 use crate::model::NormalizedEvent;
 
@@ -1926,8 +1927,19 @@ impl DeliveryQueue for SqliteStore {
         .boxed()
     }
 
-    fn fire_group(&self, fire: FireGroup) -> BoxFuture<'_, Result<Option<Delivery>, StoreError>> {
-        self.send(|r| WriteCmd::Fire(fire, r)).boxed()
+    fn fire_group(&self, fire: FireGroup) -> BoxFuture<'_, Result<Fired, StoreError>> {
+        self.send(|r| WriteCmd::Fire(fire, r))
+            .map(|r| r.map(Fired::Fired))
+            .boxed()
+    }
+
+    fn adopt_debounce_items(&self) -> BoxFuture<'_, Result<Vec<DebounceItem>, StoreError>> {
+        // One instance: nobody else's groups to take over.
+        futures_util::future::ready(Ok(Vec::new())).boxed()
+    }
+
+    fn release_claims<'a>(&'a self, _target: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        futures_util::future::ready(Ok(())).boxed()
     }
 
     fn prune_debounce(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -2062,6 +2074,21 @@ impl RuntimeState for SqliteStore {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         self.send(|r| WriteCmd::SavePollerCursor(poller, cursor, r))
             .boxed()
+    }
+}
+
+/// One SQLite file serves one instance: there is nothing to share, claim or hand over.
+impl Membership for SqliteStore {
+    fn instance_id(&self) -> &str {
+        "local"
+    }
+
+    fn heartbeat(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        futures_util::future::ready(Ok(vec!["local".to_owned()])).boxed()
+    }
+
+    fn leave(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        futures_util::future::ready(Ok(())).boxed()
     }
 }
 

@@ -1,0 +1,136 @@
+//! The membership actor: keeps this instance's heartbeat in the store, and tells every
+//! delivery worker its share of the targets' limits (see [`crate::delivery::share`]).
+//!
+//! Instances sharing one PostgreSQL database hold claims on the rows they work on; a claim
+//! holds while its instance's heartbeat is younger than the lease. An instance that cannot
+//! write its heartbeat for a whole lease fences itself: it starts nothing more until a
+//! heartbeat lands again, because by then the others may have taken its rows over. With
+//! SQLite there is one instance, and the share is always the whole limit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::delivery::share::Share;
+use crate::delivery::worker::WorkerMsg;
+use crate::store::Store;
+use crate::system::TargetRegistry;
+
+#[derive(Clone)]
+pub struct ClusterArgs {
+    pub store: Arc<dyn Store>,
+    pub targets: Arc<TargetRegistry>,
+    /// How long a silent instance's claims hold; heartbeats go out three times per lease.
+    pub lease: Duration,
+}
+
+pub enum ClusterMsg {
+    /// Timer: write the heartbeat, read the live instances, tell the workers.
+    Beat,
+}
+
+pub struct ClusterState {
+    args: ClusterArgs,
+    live: Vec<String>,
+    share: Share,
+    last_beat: Instant,
+    fenced: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ClusterActor;
+
+impl ClusterActor {
+    async fn beat(st: &mut ClusterState) {
+        let me = st.args.store.instance_id().to_owned();
+        match st.args.store.heartbeat().await {
+            Ok(live) => {
+                st.last_beat = Instant::now();
+                if st.fenced {
+                    st.fenced = false;
+                    tracing::warn!(instance = %me, "heartbeat written again; this instance delivers again");
+                }
+                if live != st.live {
+                    tracing::info!(instance = %me, live = ?live, "live instances changed");
+                    st.live = live;
+                }
+                st.share = Share::among(&st.live, &me);
+            }
+            Err(error) => {
+                let silent = st.last_beat.elapsed();
+                tracing::warn!(instance = %me, %error, silent_ms = silent.as_millis() as u64, "could not write this instance's heartbeat");
+                if silent >= st.args.lease && !st.fenced {
+                    st.fenced = true;
+                    tracing::error!(instance = %me, lease_ms = st.args.lease.as_millis() as u64, "no heartbeat for a whole lease: other instances may take this one's work over, so it starts nothing until a heartbeat lands");
+                }
+            }
+        }
+        let share = if st.fenced { Share::fenced() } else { st.share };
+        for t in st.args.targets.all() {
+            if let Some(w) = ActorRef::<WorkerMsg>::where_is(t.route.actor.clone()) {
+                let _ = w.cast(WorkerMsg::SetShare(share));
+            }
+        }
+    }
+}
+
+impl Actor for ClusterActor {
+    type Msg = ClusterMsg;
+    type State = ClusterState;
+    type Arguments = ClusterArgs;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<ClusterMsg>,
+        args: ClusterArgs,
+    ) -> Result<ClusterState, ActorProcessingErr> {
+        Ok(ClusterState {
+            args,
+            live: Vec::new(),
+            share: Share::default(),
+            last_beat: Instant::now(),
+            fenced: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        me: ActorRef<ClusterMsg>,
+        st: &mut ClusterState,
+    ) -> Result<(), ActorProcessingErr> {
+        tracing::info!(instance = %st.args.store.instance_id(), lease_ms = st.args.lease.as_millis() as u64, "instance joined");
+        Self::beat(st).await;
+        me.send_interval(st.args.lease / 3, || ClusterMsg::Beat);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<ClusterMsg>,
+        msg: ClusterMsg,
+        st: &mut ClusterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ClusterMsg::Beat => Self::beat(st).await,
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _me: ActorRef<ClusterMsg>,
+        st: &mut ClusterState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Stopped last, after the workers drained: nothing this instance claimed is running.
+        match st.args.store.leave().await {
+            Ok(()) => {
+                tracing::info!(instance = %st.args.store.instance_id(), "instance left; its claims are released")
+            }
+            Err(error) => {
+                tracing::warn!(instance = %st.args.store.instance_id(), %error, "could not release this instance's claims; they lapse with its lease")
+            }
+        }
+        Ok(())
+    }
+}
