@@ -5,6 +5,7 @@
 //! Invariant: [`Store::append`] resolves only after the event is committed (fsynced to the
 //! WAL). Concurrent appends are group-committed: one transaction and one fsync per batch.
 
+mod codec;
 pub mod sqlite;
 
 use std::sync::Arc;
