@@ -110,6 +110,12 @@ impl DedupCache {
         now.saturating_sub(self.window_ms)
     }
 
+    /// Whether an event received at `at` is still remembered at `now`: the window is on
+    /// (`dedup_max_entries` > 0) and `at` is inside it.
+    pub(crate) fn within(&self, at: i64, now: i64) -> bool {
+        self.max > 0 && at >= self.cutoff(now)
+    }
+
     pub(crate) fn insert(&mut self, key: u64, seq: i64, at: i64) {
         if self.max == 0 {
             return;
