@@ -538,6 +538,59 @@ async fn store_out_of_order_commit_postgres() {
     .await;
 }
 
+/// Identical bodies committed in ONE batch: the second and later copies cannot be found in
+/// the table yet, so the batch itself must answer them with the first one's id. The writer
+/// is held on a table lock so that the copies all queue up behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_duplicates_in_one_batch_postgres() {
+    with_postgres(StoreConfig::default(), |b: Backend| async move {
+        let url = b.pg_url.clone().expect("a PostgreSQL backend");
+        let mut other = pg_client(&url).await;
+        let hold = other.transaction().await.expect("begin");
+        hold.batch_execute("LOCK TABLE unrouted IN EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+        let blocker = {
+            let store = Arc::clone(&b.store);
+            tokio::spawn(async move { store.append(new_event("sonarr", "blocker")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let copies: Vec<_> = (0..20)
+            .map(|_| {
+                let store = Arc::clone(&b.store);
+                tokio::spawn(async move { store.append(new_event("sonarr", "copy")).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!blocker.is_finished(), "the writer is held by the lock");
+        hold.commit().await.expect("release");
+        blocker.await.expect("task").expect("blocker commits");
+        let mut fresh = Vec::new();
+        let mut ids = Vec::new();
+        for t in copies {
+            let (a, seq) = t.await.expect("task").expect("append");
+            if !a.duplicate {
+                fresh.push(seq);
+            }
+            ids.push(a.id);
+        }
+        assert_eq!(fresh.len(), 1, "one copy stored");
+        assert!(
+            ids.iter().all(|id| *id == ids[0]),
+            "all copies answer one id"
+        );
+        assert_eq!(b.store.count_events().await.expect("count"), 2);
+        let client = pg_client(&url).await;
+        let copies_tx: i64 = client
+            .query_one("SELECT COUNT(DISTINCT xmin::text) FROM events", &[])
+            .await
+            .expect("count transactions")
+            .get(0);
+        assert_eq!(copies_tx, 2, "the blocker's batch, then the copies' batch");
+    })
+    .await;
+}
+
 /// Two relays starting together on an empty database: the advisory lock makes the second
 /// wait for the first's migration, and both open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -742,6 +795,24 @@ on_both!(
     store_delivery_queue_sqlite,
     store_delivery_queue_postgres
 );
+
+/// One pooled connection: no call may hold a connection while waiting for a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_delivery_queue_on_one_connection_postgres() {
+    let cfg = StoreConfig {
+        pool_size: 1,
+        ..StoreConfig::default()
+    };
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        with_postgres(cfg.clone(), check_delivery_queue),
+    )
+    .await
+    .expect("delivery queue checks finish on one connection");
+    tokio::time::timeout(Duration::from_secs(20), with_postgres(cfg, check_debounce))
+        .await
+        .expect("debounce checks finish on one connection");
+}
 
 async fn check_debounce(b: Backend) {
     let (_, s1) = append(&b.store, new_event("sonarr", "one")).await;

@@ -1166,49 +1166,37 @@ impl PostgresStore {
         target: &str,
         scope: ReplayScope,
     ) -> Result<Vec<i64>, StoreError> {
-        const SET: &str = "UPDATE deliveries SET state = 'pending', next_attempt_at = $2, \
-                           updated_at = $2 WHERE hook = $1";
-        let now = now_ms();
-        let (_open, conn) = self.writing().await?;
-        let rows = match scope {
+        // The scope's condition on the target's rows ($3), and the order of the answer.
+        let (cond, order, arg): (&str, &str, Box<dyn ToSql + Sync + Send>) = match scope {
             ReplayScope::Event(event_id) => {
+                // Looked up before taking a write connection: holding one while waiting
+                // for a second could exhaust a small pool.
                 let Some(seq) = self.seq_of(&event_id).await? else {
                     return Ok(Vec::new());
                 };
                 // The event's own deliveries, and the groups that include it.
-                let stmt = conn
-                    .prepare_cached(&format!(
-                        "WITH u AS ({SET} AND (event_seq = $3 OR (group_seqs IS NOT NULL \
-                         AND group_seqs @> ARRAY[$3::bigint])) RETURNING id) \
-                         SELECT id FROM u ORDER BY id"
-                    ))
-                    .await
-                    .map_err(backend)?;
-                conn.query(&stmt, &[&target, &now, &seq]).await
+                (
+                    "(event_seq = $3 OR (group_seqs IS NOT NULL \
+                     AND group_seqs @> ARRAY[$3::bigint]))",
+                    "id",
+                    Box::new(seq),
+                )
             }
-            ReplayScope::Since(since) => {
-                let stmt = conn
-                    .prepare_cached(&format!(
-                        "WITH u AS ({SET} AND created_at >= $3 RETURNING id) \
-                         SELECT id FROM u ORDER BY id"
-                    ))
-                    .await
-                    .map_err(backend)?;
-                conn.query(&stmt, &[&target, &now, &since]).await
-            }
-            ReplayScope::Ids(ids) => {
-                // In the order asked for, as SQLite answers.
-                let stmt = conn
-                    .prepare_cached(&format!(
-                        "WITH u AS ({SET} AND id = ANY($3) RETURNING id) \
-                         SELECT id FROM u ORDER BY array_position($3, id)"
-                    ))
-                    .await
-                    .map_err(backend)?;
-                conn.query(&stmt, &[&target, &now, &ids]).await
-            }
-        }
-        .map_err(commit_failed)?;
+            ReplayScope::Since(since) => ("created_at >= $3", "id", Box::new(since)),
+            // In the order asked for, as SQLite answers.
+            ReplayScope::Ids(ids) => ("id = ANY($3)", "array_position($3, id)", Box::new(ids)),
+        };
+        let sql = format!(
+            "WITH u AS (UPDATE deliveries SET state = 'pending', next_attempt_at = $2, \
+             updated_at = $2 WHERE hook = $1 AND {cond} RETURNING id) \
+             SELECT id FROM u ORDER BY {order}"
+        );
+        let (_open, conn) = self.writing().await?;
+        let stmt = conn.prepare_cached(&sql).await.map_err(backend)?;
+        let rows = conn
+            .query(&stmt, &[&target, &now_ms(), arg.as_ref()])
+            .await
+            .map_err(commit_failed)?;
         rows.iter().map(|r| col(r, 0)).collect()
     }
 }
