@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ractor::ActorRef;
 use relayarr_actors::metrics::Metrics;
-use relayarr_actors::store::{SqliteStore, Store, StoreError};
+use relayarr_actors::store::{open as open_store, Store, StoreError};
 use relayarr_actors::supervisor::{render_tree, SupervisorMsg};
 use relayarr_actors::system::{
     drain_workers, start_system, Names, SystemConfig, TargetRegistry, TargetSpec,
@@ -74,7 +74,7 @@ impl RelayBuilder {
         let names = Names::new(self.namespace);
         let store: Arc<dyn Store> = match self.store {
             Some(s) => s,
-            None => SqliteStore::open(cfg.db_path(), cfg.store.clone())?,
+            None => open_store(&cfg.store, &cfg.db_path()).await?,
         };
         let drain_grace = cfg.server.shutdown_grace;
         let mut targets = Vec::new();

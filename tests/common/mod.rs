@@ -4,6 +4,7 @@
 //! instead of sleeping.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod expect;
 pub mod fake_arr;
 pub mod fake_plex;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use relayarr::actors::store::prelude::*;
-use relayarr::actors::store::{DeliveryInfo, EventFilter, SqliteStore, StoreConfig};
+use relayarr::actors::store::{DeliveryInfo, EventFilter, StoreConfig};
 use relayarr::{Config, Relay, RelayError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -108,11 +109,13 @@ pub struct TestRelay {
 }
 
 /// The test config: `[server]` pointing at `dir`, the fixture sources, plus `extra` TOML.
+/// On PostgreSQL (see [`backend`]), `[store] url` names the dir's own database.
 pub fn test_config_text(dir: &Path, extra: &str) -> String {
-    format!(
+    let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\nadmin_token = \"{ADMIN_TOKEN}\"\n{extra}\n{SOURCES}",
         dir.display().to_string()
-    )
+    );
+    backend::with_store(text, dir)
 }
 
 /// Starts the real relay on 127.0.0.1:0 with a fresh data dir.
@@ -252,9 +255,15 @@ pub async fn open_store(dir: &Path) -> Arc<dyn Store> {
     open_store_with(dir, StoreConfig::default()).await
 }
 
-/// Opens the store of a data dir with the given settings.
-pub async fn open_store_with(dir: &Path, cfg: StoreConfig) -> Arc<dyn Store> {
-    SqliteStore::open(dir.join("relayarr.db"), cfg).expect("open the store")
+/// Opens the store of a data dir with the given settings: its SQLite file, or on
+/// PostgreSQL the dir's own database.
+pub async fn open_store_with(dir: &Path, mut cfg: StoreConfig) -> Arc<dyn Store> {
+    if cfg.url.is_none() {
+        cfg.url = backend::store_url(dir);
+    }
+    relayarr::actors::store::open(&cfg, &dir.join("relayarr.db"))
+        .await
+        .expect("open the store")
 }
 
 /// Stored events of a data dir, counted through a store opened for the check.

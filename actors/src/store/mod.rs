@@ -1,12 +1,15 @@
 //! The durable store: one interface ([`Store`]) that the actors and the HTTP layer use, with
-//! an embedded SQLite backend ([`sqlite::SqliteStore`]). A PostgreSQL backend plugs in behind
-//! the same trait without touching the actors.
+//! an embedded SQLite backend ([`sqlite::SqliteStore`]) and a PostgreSQL one
+//! ([`postgres::PostgresStore`]); [`open`] picks one from `[store] url`.
 //!
 //! Invariant: [`Store::append`] resolves only after the event is committed (fsynced to the
 //! WAL). Concurrent appends are group-committed: one transaction and one fsync per batch.
 
+mod codec;
+pub mod postgres;
 pub mod sqlite;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +20,21 @@ use thiserror::Error;
 
 use crate::model::{EventKind, NormalizedEvent};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Storage settings (`[store]` in the config file).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// Which database: unset (or `sqlite`) for the embedded SQLite file under
+    /// `server.data_dir`; a `postgres://…` or `postgresql://…` URL for PostgreSQL. Holds the
+    /// password for PostgreSQL, so it is never logged (see `RELAYARR_STORE__URL_FILE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// PostgreSQL only: pooled connections for reads and delivery writes. Ingest uses one
+    /// more connection of its own, so a slow admin query never delays a webhook's 2xx.
+    pub pool_size: usize,
     /// Most events committed in one transaction. Larger batches mean fewer fsyncs under load.
     pub max_batch: usize,
     /// Under concurrent load (the previous commit held more than one event), wait this long
@@ -52,6 +64,8 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            url: None,
+            pool_size: 8,
             max_batch: 512,
             commit_delay: Duration::ZERO,
             raw_body_max: 1024 * 1024,
@@ -60,6 +74,65 @@ impl Default for StoreConfig {
             dedup_max_entries: 200_000,
             lease: Duration::from_secs(30),
         }
+    }
+}
+
+// By hand: the URL may hold a password, and configs end up in logs.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("pool_size", &self.pool_size)
+            .field("max_batch", &self.max_batch)
+            .field("commit_delay", &self.commit_delay)
+            .field("raw_body_max", &self.raw_body_max)
+            .field("dedup_window", &self.dedup_window)
+            .field("rejections_max", &self.rejections_max)
+            .field("dedup_max_entries", &self.dedup_max_entries)
+            .finish()
+    }
+}
+
+/// A database URL without its secrets: the password and the query string (which may carry
+/// `password=`) are left out.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<not a URL>".to_owned();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, _)) => (r, "?…"),
+        None => (rest, ""),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{authority}{path}{query}")
+}
+
+/// Opens the backend that `cfg.url` names: SQLite at `sqlite_path` when it names none (or
+/// `sqlite`), PostgreSQL for a `postgres://` or `postgresql://` URL.
+pub async fn open(cfg: &StoreConfig, sqlite_path: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    match cfg.url.as_deref().map(str::trim) {
+        None | Some("" | "sqlite") => Ok(SqliteStore::open(sqlite_path, cfg.clone())?),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(PostgresStore::open(url, cfg.clone()).await?)
+        }
+        Some(other) => Err(StoreError::Open {
+            path: "[store] url".into(),
+            reason: format!(
+                "`{}` is not a store relayarr knows; use postgres://user:password@host/db \
+                 for PostgreSQL, or leave url unset for SQLite",
+                redact_url(other)
+            ),
+        }),
     }
 }
 

@@ -8,7 +8,6 @@
 //! thread and adds a channel round-trip per statement; rusqlite lets us own that thread.
 //! Reads use a separate connection (WAL readers never block the writer).
 
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +18,7 @@ use futures_util::FutureExt;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
+use super::codec::{decode, prefix, row_to_committed, DedupCache, Encoded, CODEC_LZ4};
 use super::{
     rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, DebounceItem, Delivery,
     DeliveryCounts, DeliveryUpdate, EventFileKey, FireGroup, Fired, Group, HookOverrides,
@@ -195,58 +195,6 @@ const WRITE_QUEUE: usize = 8192;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// `codec` values: how `raw` and `normalized` are stored. LZ4 (block format, size
-/// prepended): about 2.5x on indented *arr JSON. zstd level 1 compressed better (4x) but
-/// was 15% of ingest CPU, and ingest is CPU-bound, not I/O-bound (measured).
-const CODEC_LZ4: i64 = 2;
-
-/// An event ready for the writer: compressed off the writer thread, by the caller's task.
-struct Encoded {
-    instance: String,
-    source_kind: &'static str,
-    kind: &'static str,
-    event_type: String,
-    received_at_ms: i64,
-    dedup_key: [u8; 32],
-    content_type: Option<String>,
-    raw_truncated: bool,
-    raw: Vec<u8>,
-    normalized: Vec<u8>,
-}
-
-impl Encoded {
-    fn new(ev: NewEvent, raw_body_max: usize) -> Self {
-        let raw_truncated = ev.raw.len() > raw_body_max;
-        let raw = &ev.raw[..ev.raw.len().min(raw_body_max)];
-        Encoded {
-            source_kind: ev.event.source.as_str(),
-            kind: ev.event.kind.as_str(),
-            raw: lz4_flex::compress_prepend_size(raw),
-            normalized: lz4_flex::compress_prepend_size(ev.normalized_json.as_bytes()),
-            instance: ev.event.instance,
-            event_type: ev.event.event_type,
-            received_at_ms: ev.received_at_ms,
-            dedup_key: ev.dedup_key,
-            content_type: ev.content_type,
-            raw_truncated,
-        }
-    }
-}
-
-fn decode(codec: i64, data: Vec<u8>, id: &str) -> Result<Vec<u8>, StoreError> {
-    match codec {
-        0 => Ok(data),
-        CODEC_LZ4 => lz4_flex::decompress_size_prepended(&data).map_err(|e| StoreError::Corrupt {
-            id: id.to_owned(),
-            reason: format!("lz4: {e}"),
-        }),
-        other => Err(StoreError::Corrupt {
-            id: id.to_owned(),
-            reason: format!("unknown codec {other}"),
-        }),
-    }
-}
-
 enum WriteCmd {
     Append(Box<Encoded>, Reply<(Appended, Option<i64>)>),
     MarkRouted(Vec<i64>, Reply<()>),
@@ -334,7 +282,7 @@ impl SqliteStore {
             "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=1000;",
         )?;
         migrate(&mut wconn)?;
-        let dedup = DedupCache::load(&wconn, &cfg)?;
+        let dedup = load_dedup(&wconn, &cfg)?;
         let rconn = open_conn(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -496,86 +444,25 @@ impl Drop for Checkpointer {
     }
 }
 
-/// The dedup window, in memory: 64-bit prefix of each recent `dedup_key` → (seq, received
-/// at). A hit is confirmed against the full key in the row, so a prefix collision can never
-/// turn a new event into a "duplicate". Bounded by `dedup_max_entries`, oldest evicted first.
-struct DedupCache {
-    window_ms: i64,
-    max: usize,
-    map: HashMap<u64, (i64, i64)>,
-    order: VecDeque<(u64, i64, i64)>,
-}
-
-impl DedupCache {
-    fn new(cfg: &StoreConfig) -> Self {
-        DedupCache {
-            window_ms: i64::try_from(cfg.dedup_window.as_millis()).unwrap_or(i64::MAX),
-            max: cfg.dedup_max_entries,
-            map: HashMap::new(),
-            order: VecDeque::new(),
-        }
+/// Rebuilds the dedup window from the events received within it.
+fn load_dedup(conn: &Connection, cfg: &StoreConfig) -> Result<DedupCache, StoreError> {
+    let mut cache = DedupCache::new(cfg);
+    let cutoff = cache.cutoff(super::now_ms());
+    let mut stmt = conn.prepare(
+        "SELECT seq, dedup_key, received_at FROM events WHERE received_at >= ?1 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([cutoff], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (seq, key, at) = row?;
+        cache.insert(prefix(&key), seq, at);
     }
-
-    /// Rebuilds the window from the events received within it.
-    fn load(conn: &Connection, cfg: &StoreConfig) -> Result<Self, StoreError> {
-        let mut cache = DedupCache::new(cfg);
-        let cutoff = super::now_ms().saturating_sub(cache.window_ms);
-        let mut stmt = conn.prepare(
-            "SELECT seq, dedup_key, received_at FROM events WHERE received_at >= ?1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([cutoff], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (seq, key, at) = row?;
-            cache.insert(prefix(&key), seq, at);
-        }
-        Ok(cache)
-    }
-
-    fn insert(&mut self, key: u64, seq: i64, at: i64) {
-        if self.max == 0 {
-            return;
-        }
-        self.map.insert(key, (seq, at));
-        self.order.push_back((key, seq, at));
-        while self.order.len() > self.max {
-            self.pop_oldest();
-        }
-    }
-
-    fn pop_oldest(&mut self) {
-        if let Some((key, seq, _)) = self.order.pop_front() {
-            if self.map.get(&key).is_some_and(|(s, _)| *s == seq) {
-                self.map.remove(&key);
-            }
-        }
-    }
-
-    /// The seq of a stored event whose key starts like `key`, received at or after `now -
-    /// window`.
-    fn candidate(&mut self, key: u64, now: i64) -> Option<i64> {
-        let cutoff = now.saturating_sub(self.window_ms);
-        while self.order.front().is_some_and(|(_, _, at)| *at < cutoff) {
-            self.pop_oldest();
-        }
-        self.map
-            .get(&key)
-            .filter(|(_, at)| *at >= cutoff)
-            .map(|(seq, _)| *seq)
-    }
-}
-
-fn prefix(key: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    for (d, s) in b.iter_mut().zip(key) {
-        *d = *s;
-    }
-    u64::from_le_bytes(b)
+    Ok(cache)
 }
 
 /// Counters of the writer thread, for logs, benchmarks and (later) metrics.
@@ -813,7 +700,7 @@ impl Writer {
         if let Some(e) = &err {
             tracing::error!(error = %e, batch = done.len(), "store commit failed");
             // Entries added for the rolled-back events must not answer later duplicates.
-            self.dedup = DedupCache::load(&self.conn, &self.cfg).unwrap_or_else(|error| {
+            self.dedup = load_dedup(&self.conn, &self.cfg).unwrap_or_else(|error| {
                 tracing::error!(%error, "could not reload the dedup window");
                 DedupCache::new(&self.cfg)
             });
@@ -1325,24 +1212,6 @@ fn insert_rejections(
     )?
     .execute([max])?;
     Ok(())
-}
-
-fn row_to_committed(
-    seq: i64,
-    id: String,
-    at: i64,
-    json: &[u8],
-) -> Result<CommittedEvent, StoreError> {
-    let event: NormalizedEvent = serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
-        id: id.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(CommittedEvent {
-        seq,
-        id,
-        received_at_ms: at,
-        event: Arc::new(event),
-    })
 }
 
 /// The SQL test for a delivery state (`failed` covers every state that is not pending or

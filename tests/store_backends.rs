@@ -1,0 +1,1476 @@
+//! Storage conformance: every check runs against SQLite (a temporary file, always) and
+//! against PostgreSQL when `RELAYARR_TEST_POSTGRES` holds a server URL (for example
+//! `postgres://postgres@127.0.0.1:5432/postgres`). Each PostgreSQL test creates a database of
+//! its own through that URL and drops it at the end, so the tests run in parallel.
+//!
+//! The checks speak only through `Arc<dyn Store>`, opened by the same factory the relay
+//! uses. Only what the trait cannot stage (a transaction committing out of `seq` order) uses
+//! raw SQL.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use relayarr::actors::model::{Episode, EventKind, FileRef, Media, NormalizedEvent, SourceKind};
+use relayarr::actors::store::prelude::*;
+use relayarr::actors::store::{
+    self, now_ms, AppliedCard, Attempt, DebounceItem, Delivery, DeliveryState, DeliveryUpdate,
+    EventFilter, FireGroup, Fired, Group, HookOverrides, NewDelivery, NewEvent, Rejection,
+    ReplayScope, StoreConfig, StoreError,
+};
+use sha2::{Digest, Sha256};
+
+const PG_ENV: &str = "RELAYARR_TEST_POSTGRES";
+
+/// The backend a check runs against.
+struct Backend {
+    store: Arc<dyn Store>,
+    /// PostgreSQL: the URL of this test's own database, for raw SQL.
+    pg_url: Option<String>,
+}
+
+async fn with_sqlite<F, Fut>(cfg: StoreConfig, check: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = store::open(&cfg, &dir.path().join("relayarr.db"))
+        .await
+        .expect("open SQLite through the factory");
+    check(Backend {
+        store: Arc::clone(&store),
+        pg_url: None,
+    })
+    .await;
+    let _ = store.close().await;
+}
+
+/// The admin URL with its database replaced by `db`.
+fn database_url(admin: &str, db: &str) -> String {
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin, String::new()),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    format!("{}/{db}{query}", &base[..authority_end])
+}
+
+async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the PostgreSQL test server");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A fresh database on the test server, dropped when the check ends (pass or fail).
+async fn with_postgres<F, Fut>(cfg: StoreConfig, check: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Ok(admin) = std::env::var(PG_ENV) else {
+        println!("skipped: RELAYARR_TEST_POSTGRES is not set (a PostgreSQL server URL)");
+        return;
+    };
+    let name = format!(
+        "relayarr_test_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let admin_client = pg_client(&admin).await;
+    admin_client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the test database");
+    let url = database_url(&admin, &name);
+    let cfg = StoreConfig {
+        url: Some(url.clone()),
+        ..cfg
+    };
+    let outcome = AssertUnwindSafe(async {
+        let store = store::open(&cfg, Path::new("/nonexistent/unused.db"))
+            .await
+            .expect("open PostgreSQL through the factory");
+        check(Backend {
+            store: Arc::clone(&store),
+            pg_url: Some(url.clone()),
+        })
+        .await;
+        let _ = store.close().await;
+    })
+    .catch_unwind()
+    .await;
+    admin_client
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .expect("drop the test database");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Two tests per check: `$sqlite` and `$postgres`.
+macro_rules! on_both {
+    ($check:ident, $cfg:expr, $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            with_sqlite($cfg, $check).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            with_postgres($cfg, $check).await;
+        }
+    };
+    ($check:ident, $sqlite:ident, $postgres:ident) => {
+        on_both!($check, StoreConfig::default(), $sqlite, $postgres);
+    };
+}
+
+fn normalized(source: &str, kind: EventKind, title: &str) -> NormalizedEvent {
+    let mut ev = NormalizedEvent::new(SourceKind::Sonarr, source, kind, "Download");
+    ev.media = Some(Media {
+        media_type: "series".into(),
+        title: Some(title.into()),
+        year: Some(2020),
+        ..Media::default()
+    });
+    ev.episodes = vec![Episode {
+        season: Some(1),
+        episode: Some(2),
+        ..Episode::default()
+    }];
+    ev
+}
+
+/// An event from `source` with `body` as its raw body, received at `at`.
+fn new_event_at(source: &str, kind: EventKind, body: &str, at: i64) -> NewEvent {
+    let mut event = normalized(source, kind, body);
+    if matches!(event.kind, EventKind::Import) {
+        event.download_id = Some(format!("dl-{body}"));
+        event.files = vec![FileRef {
+            path: format!("/tv/{body}.mkv"),
+            ..FileRef::default()
+        }];
+    }
+    let mut h = Sha256::new();
+    h.update(source.as_bytes());
+    h.update([0u8]);
+    h.update(body.as_bytes());
+    NewEvent {
+        normalized_json: serde_json::to_string(&event).expect("serialise event"),
+        event,
+        raw: Bytes::from(body.to_owned()),
+        content_type: Some("application/json".into()),
+        dedup_key: h.finalize().into(),
+        received_at_ms: at,
+    }
+}
+
+fn new_event(source: &str, body: &str) -> NewEvent {
+    new_event_at(source, EventKind::Import, body, now_ms())
+}
+
+/// Appends a new event; returns its id and seq.
+async fn append(store: &Arc<dyn Store>, ev: NewEvent) -> (String, i64) {
+    let (appended, seq) = store.append(ev).await.expect("append");
+    assert!(!appended.duplicate, "a new body is not a duplicate");
+    (appended.id, seq.expect("a new event has a seq"))
+}
+
+fn delivery(seq: i64, hook: &str) -> NewDelivery {
+    NewDelivery {
+        event_seq: seq,
+        hook: hook.into(),
+        webhook_id: format!("msg_{seq}_{hook}"),
+        group: None,
+    }
+}
+
+async fn unrouted_seqs(store: &Arc<dyn Store>) -> Vec<i64> {
+    store
+        .unrouted(10_000)
+        .await
+        .expect("unrouted")
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Ingest
+
+async fn check_append_group_commit(b: Backend) {
+    const N: usize = 200;
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let store = Arc::clone(&b.store);
+            tokio::spawn(async move {
+                let body = format!("{{\"n\":{i}}}");
+                let r = store.append(new_event("sonarr", &body)).await;
+                (body, r)
+            })
+        })
+        .collect();
+    let mut appended = Vec::with_capacity(N);
+    for t in tasks {
+        let (body, r) = t.await.expect("append task");
+        let (a, seq) = r.expect("every concurrent append commits");
+        assert!(!a.duplicate, "distinct bodies are not duplicates");
+        appended.push((body, a.id, seq.expect("a new event has a seq")));
+    }
+    let took = started.elapsed();
+    println!(
+        "{N} concurrent appends committed in {took:?} ({:.0}/s)",
+        N as f64 / took.as_secs_f64()
+    );
+
+    let mut seqs: Vec<i64> = appended.iter().map(|(_, _, s)| *s).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), N, "every event has its own seq");
+    let mut ids: Vec<&String> = appended.iter().map(|(_, id, _)| id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), N, "every event has its own id");
+    assert_eq!(b.store.count_events().await.expect("count"), N as u64);
+
+    for (body, id, seq) in &appended {
+        let ev = b
+            .store
+            .get_event(id)
+            .await
+            .expect("get_event")
+            .expect("a committed event is readable");
+        assert_eq!(&ev.raw, body);
+        assert_eq!(ev.source, "sonarr");
+        assert_eq!(ev.kind, "import");
+        assert_eq!(ev.status, "received");
+        assert_eq!(ev.content_type.as_deref(), Some("application/json"));
+        assert!(!ev.raw_truncated);
+        let raw = b.store.raw_body(*seq).await.expect("raw_body");
+        assert_eq!(raw.as_deref(), Some(body.as_bytes()));
+    }
+    assert_eq!(
+        unrouted_seqs(&b.store).await,
+        seqs,
+        "all unrouted, in seq order"
+    );
+
+    // Loaded in the order asked for; unknown seqs are skipped.
+    let wanted = vec![seqs[5], seqs[1], i64::MAX - 1, seqs[3]];
+    let loaded = b.store.events_by_seq(wanted).await.expect("events_by_seq");
+    let got: Vec<i64> = loaded.iter().map(|e| e.seq).collect();
+    assert_eq!(got, vec![seqs[5], seqs[1], seqs[3]]);
+    assert_eq!(
+        loaded[0].event.media.as_ref().and_then(|m| m.title.clone()),
+        Some(
+            appended
+                .iter()
+                .find(|a| a.2 == seqs[5])
+                .expect("row")
+                .0
+                .clone()
+        )
+    );
+
+    if let Some(url) = &b.pg_url {
+        // Each inserting transaction leaves its id in `xmin`: fewer transactions than
+        // events proves the appends were group-committed.
+        let client = pg_client(url).await;
+        let row = client
+            .query_one("SELECT COUNT(DISTINCT xmin::text) FROM events", &[])
+            .await
+            .expect("count transactions");
+        let transactions: i64 = row.get(0);
+        println!("{N} appends in {transactions} transactions");
+        assert!(
+            transactions < N as i64,
+            "{N} concurrent appends took {transactions} transactions: no group commit"
+        );
+    }
+}
+on_both!(
+    check_append_group_commit,
+    store_append_group_commit_sqlite,
+    store_append_group_commit_postgres
+);
+
+async fn check_raw_body_truncated(b: Backend) {
+    let body = "x".repeat(100);
+    let (id, seq) = append(&b.store, new_event("sonarr", &body)).await;
+    let ev = b.store.get_event(&id).await.expect("get").expect("event");
+    assert!(ev.raw_truncated);
+    assert_eq!(ev.raw, "x".repeat(16));
+    assert_eq!(
+        b.store.raw_body(seq).await.expect("raw").map(|r| r.len()),
+        Some(16)
+    );
+    // The normalised event is always whole.
+    assert_eq!(
+        ev.normalized.media.and_then(|m| m.title),
+        Some(body.clone())
+    );
+}
+on_both!(
+    check_raw_body_truncated,
+    StoreConfig {
+        raw_body_max: 16,
+        ..StoreConfig::default()
+    },
+    store_raw_body_truncated_sqlite,
+    store_raw_body_truncated_postgres
+);
+
+async fn check_duplicates(b: Backend) {
+    let (first, _) = append(&b.store, new_event("sonarr", "same")).await;
+    let (again, seq) = b
+        .store
+        .append(new_event("sonarr", "same"))
+        .await
+        .expect("append duplicate");
+    assert!(again.duplicate);
+    assert_eq!(again.id, first, "a duplicate answers the first event's id");
+    assert_eq!(seq, None, "a duplicate stores nothing");
+    assert_eq!(b.store.count_events().await.expect("count"), 1);
+
+    // The same body from another source is another event.
+    let (other, _) = append(&b.store, new_event("sonarr-4k", "same")).await;
+    assert_ne!(other, first);
+
+    // Identical bodies arriving together (one batch on PostgreSQL) store one event.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&b.store);
+            tokio::spawn(async move { store.append(new_event("radarr", "burst")).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut fresh = 0;
+    for t in tasks {
+        let (a, seq) = t.await.expect("task").expect("append");
+        if !a.duplicate {
+            fresh += 1;
+            assert!(seq.is_some());
+        } else {
+            assert!(seq.is_none());
+        }
+        ids.push(a.id);
+    }
+    assert_eq!(fresh, 1, "one of the identical bodies is stored");
+    assert!(ids.iter().all(|id| *id == ids[0]), "all answer one id");
+    assert_eq!(b.store.count_events().await.expect("count"), 3);
+
+    // Outside the window: the first copy was received 20 minutes ago (window 10m).
+    let old = now_ms() - 20 * 60 * 1000;
+    let (aged, _) = append(
+        &b.store,
+        new_event_at("sonarr", EventKind::Import, "aged", old),
+    )
+    .await;
+    let (later, seq) = b
+        .store
+        .append(new_event("sonarr", "aged"))
+        .await
+        .expect("append");
+    assert!(!later.duplicate, "a copy outside the window is new");
+    assert_ne!(later.id, aged);
+    assert!(seq.is_some());
+}
+on_both!(
+    check_duplicates,
+    store_duplicates_sqlite,
+    store_duplicates_postgres
+);
+
+async fn check_dedup_off(b: Backend) {
+    let (first, _) = append(&b.store, new_event("sonarr", "same")).await;
+    let (second, _) = append(&b.store, new_event("sonarr", "same")).await;
+    assert_ne!(first, second, "with no dedup memory every body is stored");
+}
+on_both!(
+    check_dedup_off,
+    StoreConfig {
+        dedup_max_entries: 0,
+        ..StoreConfig::default()
+    },
+    store_dedup_off_sqlite,
+    store_dedup_off_postgres
+);
+
+// ---------------------------------------------------------------------------------------
+// Routing progress
+
+async fn check_routing_progress(b: Backend) {
+    let (id1, s1) = append(&b.store, new_event("sonarr", "one")).await;
+    let (_, s2) = append(&b.store, new_event("sonarr", "two")).await;
+    let (_, s3) = append(&b.store, new_event("sonarr", "three")).await;
+    assert_eq!(unrouted_seqs(&b.store).await, vec![s1, s2, s3]);
+    let limited = b.store.unrouted(2).await.expect("unrouted");
+    assert_eq!(limited.len(), 2);
+    assert_eq!(limited[0].0, s1);
+    assert!(limited[0].1 > 0, "with its receive time");
+
+    let created = b
+        .store
+        .create_deliveries(vec![delivery(s1, "a"), delivery(s1, "b")], vec![s1])
+        .await
+        .expect("create deliveries");
+    assert_eq!(created.len(), 2);
+    assert_eq!(created[0].hook, "a");
+    assert_eq!(created[1].hook, "b");
+    assert_eq!(created[0].event_id, id1);
+    assert_eq!(created[0].event_seq, s1);
+    assert_eq!(created[0].attempts, 0);
+    assert_eq!(created[0].webhook_id, format!("msg_{s1}_a"));
+    assert!(created[0].group.is_none());
+    assert_eq!(unrouted_seqs(&b.store).await, vec![s2, s3]);
+    let ev = b.store.get_event(&id1).await.expect("get").expect("event");
+    assert_eq!(ev.status, "routed");
+
+    // Creating the same deliveries again (a replayed route, a recovery sweep) creates none;
+    // a new one in the same call is created.
+    let again = b
+        .store
+        .create_deliveries(
+            vec![delivery(s1, "a"), delivery(s1, "b"), delivery(s1, "c")],
+            vec![s1],
+        )
+        .await
+        .expect("create again");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].hook, "c");
+    assert_eq!(
+        b.store.delivery_counts("a").await.expect("counts").pending,
+        1
+    );
+
+    b.store.mark_routed(vec![s2]).await.expect("mark routed");
+    assert_eq!(unrouted_seqs(&b.store).await, vec![s3]);
+
+    // A call that fails stores nothing of its routing progress.
+    let failed = b
+        .store
+        .create_deliveries(vec![delivery(i64::MAX - 7, "a")], vec![s3])
+        .await;
+    assert!(failed.is_err(), "a delivery of an unknown event is refused");
+    assert_eq!(unrouted_seqs(&b.store).await, vec![s3]);
+}
+on_both!(
+    check_routing_progress,
+    store_routing_progress_sqlite,
+    store_routing_progress_postgres
+);
+
+/// PostgreSQL hands out sequence numbers at insert, not at commit: an event with a lower
+/// seq can become visible after the router has handled a higher one. It must still be
+/// found unrouted (a watermark would have skipped it forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_out_of_order_commit_postgres() {
+    with_postgres(StoreConfig::default(), |b: Backend| async move {
+        let url = b.pg_url.clone().expect("a PostgreSQL backend");
+        let mut other = pg_client(&url).await;
+        let late = other.transaction().await.expect("begin");
+        let event = normalized("sonarr", EventKind::Grab, "late");
+        let json = serde_json::to_vec(&event).expect("json");
+        let row = late
+            .query_one(
+                "INSERT INTO events (id, source, source_kind, kind, event_type, received_at, \
+                 dedup_key, content_type, raw_truncated, codec, raw, normalized) \
+                 VALUES ('01LATE0000000000000000000', 'sonarr', 'sonarr', 'grab', 'Grab', $1, \
+                 $2, NULL, false, 0, $3, $4) RETURNING seq",
+                &[&now_ms(), &vec![7u8; 32], &b"late".to_vec(), &json],
+            )
+            .await
+            .expect("insert the late event");
+        let late_seq: i64 = row.get(0);
+        late.execute("INSERT INTO unrouted (seq) VALUES ($1)", &[&late_seq])
+            .await
+            .expect("mark it unrouted");
+
+        // Meanwhile the store commits a higher seq, and the router handles it.
+        let (_, seq) = append(&b.store, new_event("sonarr", "early")).await;
+        assert!(seq > late_seq, "the store's event got the higher seq");
+        assert_eq!(
+            unrouted_seqs(&b.store).await,
+            vec![seq],
+            "the uncommitted event is invisible"
+        );
+        b.store
+            .create_deliveries(vec![delivery(seq, "hook")], vec![seq])
+            .await
+            .expect("route the visible event");
+        assert!(unrouted_seqs(&b.store).await.is_empty());
+
+        late.commit().await.expect("commit the late event");
+        assert_eq!(
+            unrouted_seqs(&b.store).await,
+            vec![late_seq],
+            "the late, lower seq is found unrouted"
+        );
+        let loaded = b
+            .store
+            .events_by_seq(vec![late_seq])
+            .await
+            .expect("load the late event");
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].event.event_type, "Download");
+        let ev = b
+            .store
+            .get_event("01LATE0000000000000000000")
+            .await
+            .expect("get")
+            .expect("the late event");
+        assert_eq!(ev.status, "received");
+        assert_eq!(ev.raw, "late");
+    })
+    .await;
+}
+
+/// Identical bodies committed in ONE batch: the second and later copies cannot be found in
+/// the table yet, so the batch itself must answer them with the first one's id. The writer
+/// is held on a table lock so that the copies all queue up behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_duplicates_in_one_batch_postgres() {
+    with_postgres(StoreConfig::default(), |b: Backend| async move {
+        let url = b.pg_url.clone().expect("a PostgreSQL backend");
+        let mut other = pg_client(&url).await;
+        let hold = other.transaction().await.expect("begin");
+        hold.batch_execute("LOCK TABLE unrouted IN EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+        let blocker = {
+            let store = Arc::clone(&b.store);
+            tokio::spawn(async move { store.append(new_event("sonarr", "blocker")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let copies: Vec<_> = (0..20)
+            .map(|_| {
+                let store = Arc::clone(&b.store);
+                tokio::spawn(async move { store.append(new_event("sonarr", "copy")).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!blocker.is_finished(), "the writer is held by the lock");
+        hold.commit().await.expect("release");
+        blocker.await.expect("task").expect("blocker commits");
+        let mut fresh = Vec::new();
+        let mut ids = Vec::new();
+        for t in copies {
+            let (a, seq) = t.await.expect("task").expect("append");
+            if !a.duplicate {
+                fresh.push(seq);
+            }
+            ids.push(a.id);
+        }
+        assert_eq!(fresh.len(), 1, "one copy stored");
+        assert!(
+            ids.iter().all(|id| *id == ids[0]),
+            "all copies answer one id"
+        );
+        assert_eq!(b.store.count_events().await.expect("count"), 2);
+        let client = pg_client(&url).await;
+        let copies_tx: i64 = client
+            .query_one("SELECT COUNT(DISTINCT xmin::text) FROM events", &[])
+            .await
+            .expect("count transactions")
+            .get(0);
+        assert_eq!(copies_tx, 2, "the blocker's batch, then the copies' batch");
+    })
+    .await;
+}
+
+/// Two relays starting together on an empty database: the advisory lock makes the second
+/// wait for the first's migration, and both open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_concurrent_open_migrates_once_postgres() {
+    with_postgres(StoreConfig::default(), |b: Backend| async move {
+        let url = b.pg_url.clone().expect("a PostgreSQL backend");
+        // The harness opened (and migrated) one store; a second and third open concurrently.
+        let cfg = StoreConfig {
+            url: Some(url.clone()),
+            ..StoreConfig::default()
+        };
+        let (x, y) = tokio::join!(
+            store::open(&cfg, Path::new("/nonexistent/unused.db")),
+            store::open(&cfg, Path::new("/nonexistent/unused.db"))
+        );
+        let (x, y) = (x.expect("first open"), y.expect("second open"));
+        let (id, _) = append(&x, new_event("sonarr", "via x")).await;
+        assert!(y.get_event(&id).await.expect("get").is_some());
+        assert!(b.store.get_event(&id).await.expect("get").is_some());
+        let client = pg_client(&url).await;
+        let versions: i64 = client
+            .query_one("SELECT COUNT(*) FROM schema_version", &[])
+            .await
+            .expect("schema_version")
+            .get(0);
+        assert_eq!(
+            versions,
+            store::postgres::MIGRATIONS.len() as i64,
+            "each migration was applied once"
+        );
+        x.close().await.expect("close x");
+        y.close().await.expect("close y");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Delivery queue
+
+async fn check_delivery_queue(b: Backend) {
+    let (id1, s1) = append(&b.store, new_event("sonarr", "one")).await;
+    let (_, s2) = append(&b.store, new_event("sonarr", "two")).await;
+    let created = b
+        .store
+        .create_deliveries(
+            vec![delivery(s1, "h"), delivery(s2, "h"), delivery(s1, "other")],
+            vec![s1, s2],
+        )
+        .await
+        .expect("create");
+    let (d1, d2, d3) = (created[0].id, created[1].id, created[2].id);
+    let now = now_ms() + 1;
+
+    let due = b.store.due_deliveries("h", now, 10).await.expect("due");
+    assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![d1, d2]);
+    assert_eq!(due[0].event_id, id1);
+    assert_eq!(
+        b.store
+            .due_deliveries("h", now, 1)
+            .await
+            .expect("due")
+            .len(),
+        1
+    );
+
+    let later = now + 60_000;
+    b.store
+        .update_deliveries(vec![
+            DeliveryUpdate::Retry {
+                id: d1,
+                attempts: 1,
+                next_attempt_at_ms: later,
+                status: Some(503),
+                error: Some("busy".into()),
+            },
+            DeliveryUpdate::Succeeded {
+                id: d2,
+                attempts: 1,
+                status: 200,
+            },
+        ])
+        .await
+        .expect("update");
+    assert!(b
+        .store
+        .due_deliveries("h", now, 10)
+        .await
+        .expect("due")
+        .is_empty());
+    let due = b.store.due_deliveries("h", later, 10).await.expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].id, due[0].attempts), (d1, 1));
+    let counts = b.store.delivery_counts("h").await.expect("counts");
+    assert_eq!((counts.pending, counts.succeeded, counts.failed), (1, 1, 0));
+
+    // Two outcomes of one row in one call: the last one wins.
+    b.store
+        .update_deliveries(vec![
+            DeliveryUpdate::Retry {
+                id: d1,
+                attempts: 2,
+                next_attempt_at_ms: later,
+                status: None,
+                error: Some("timeout".into()),
+            },
+            DeliveryUpdate::Failed {
+                id: d1,
+                attempts: 3,
+                status: Some(410),
+                error: Some("gone".into()),
+            },
+        ])
+        .await
+        .expect("update");
+    let counts = b.store.delivery_counts("h").await.expect("counts");
+    assert_eq!((counts.pending, counts.succeeded, counts.failed), (0, 1, 1));
+    let explained = b
+        .store
+        .event_deliveries(&id1)
+        .await
+        .expect("explain")
+        .expect("known event");
+    let info = explained
+        .deliveries
+        .iter()
+        .find(|d| d.id == d1)
+        .expect("d1 explained");
+    assert_eq!(info.state, "failed");
+    assert_eq!(info.attempts, 3);
+    assert_eq!(info.last_status, Some(410));
+    assert_eq!(info.last_error.as_deref(), Some("gone"));
+    assert_eq!(
+        info.next_attempt_at_ms, None,
+        "only pending rows have a next attempt"
+    );
+
+    let summary = b.store.pending_summary().await.expect("summary");
+    assert_eq!(summary.len(), 1, "only targets with pending deliveries");
+    assert_eq!(summary[0].target, "other");
+    assert_eq!(summary[0].pending, 1);
+    assert!(summary[0].oldest_created_at_ms.is_some());
+
+    let mut targets = b.store.delivery_targets(&id1).await.expect("targets");
+    targets.sort();
+    assert_eq!(targets, vec!["h".to_owned(), "other".to_owned()]);
+
+    // Requeue, by ids (in the order asked, only the target's own rows).
+    let ids = b
+        .store
+        .requeue_deliveries("h", ReplayScope::Ids(vec![d2, d3, d1]))
+        .await
+        .expect("requeue ids");
+    assert_eq!(ids, vec![d2, d1], "d3 belongs to another target");
+    let due = b
+        .store
+        .due_deliveries("h", now_ms() + 1, 10)
+        .await
+        .expect("due");
+    assert_eq!(due.len(), 2, "both pending and due now");
+    b.store
+        .update_deliveries(vec![
+            DeliveryUpdate::Succeeded {
+                id: d1,
+                attempts: 4,
+                status: 200,
+            },
+            DeliveryUpdate::Succeeded {
+                id: d2,
+                attempts: 2,
+                status: 200,
+            },
+        ])
+        .await
+        .expect("update");
+    // By event, and since a time.
+    let ids = b
+        .store
+        .requeue_deliveries("h", ReplayScope::Event(id1.clone()))
+        .await
+        .expect("requeue event");
+    assert_eq!(ids, vec![d1]);
+    let ids = b
+        .store
+        .requeue_deliveries("h", ReplayScope::Event("no-such-event".into()))
+        .await
+        .expect("requeue unknown event");
+    assert!(ids.is_empty());
+    let ids = b
+        .store
+        .requeue_deliveries("h", ReplayScope::Since(now_ms() + 3_600_000))
+        .await
+        .expect("requeue since the future");
+    assert!(ids.is_empty());
+    let mut ids = b
+        .store
+        .requeue_deliveries("h", ReplayScope::Since(0))
+        .await
+        .expect("requeue since 0");
+    ids.sort_unstable();
+    assert_eq!(ids, vec![d1, d2]);
+    let counts = b.store.delivery_counts("h").await.expect("counts");
+    assert_eq!(counts.pending, 2);
+}
+on_both!(
+    check_delivery_queue,
+    store_delivery_queue_sqlite,
+    store_delivery_queue_postgres
+);
+
+/// One pooled connection: no call may hold a connection while waiting for a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_delivery_queue_on_one_connection_postgres() {
+    let cfg = StoreConfig {
+        pool_size: 1,
+        ..StoreConfig::default()
+    };
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        with_postgres(cfg.clone(), check_delivery_queue),
+    )
+    .await
+    .expect("delivery queue checks finish on one connection");
+    tokio::time::timeout(Duration::from_secs(20), with_postgres(cfg, check_debounce))
+        .await
+        .expect("debounce checks finish on one connection");
+}
+
+/// The delivery of a group that fired (the only outcome for one instance whose items are
+/// quiet).
+fn fired_delivery(f: Fired) -> Option<Delivery> {
+    match f {
+        Fired::Fired(d) => d,
+        other => panic!("a lone instance's quiet group fires, got {other:?}"),
+    }
+}
+
+async fn check_debounce(b: Backend) {
+    let (_, s1) = append(&b.store, new_event("sonarr", "one")).await;
+    let (id2, s2) = append(&b.store, new_event("sonarr", "two")).await;
+    let item = |seq: i64| DebounceItem {
+        target: "plex:home".into(),
+        key: "/tv/Show".into(),
+        event_seq: seq,
+        received_at_ms: 1_000 + seq,
+        quiet_ms: 5_000,
+        max_wait_ms: 60_000,
+    };
+    let added = b
+        .store
+        .add_debounce_items(vec![item(s1), item(s2), item(s1)])
+        .await
+        .expect("add");
+    assert_eq!(
+        added,
+        vec![item(s1), item(s2)],
+        "an item listed twice is added once"
+    );
+    let again = b
+        .store
+        .add_debounce_items(vec![item(s1), item(s2)])
+        .await
+        .expect("add again");
+    assert!(again.is_empty(), "routing an event twice adds nothing");
+    assert_eq!(
+        b.store.pending_debounce_items().await.expect("pending"),
+        vec![item(s1), item(s2)]
+    );
+
+    let group = Group {
+        key: "/tv/Show".into(),
+        seqs: vec![s1, s2],
+    };
+    let fire = FireGroup {
+        target: "plex:home".into(),
+        webhook_id: "grp_1".into(),
+        group: group.clone(),
+    };
+    let fired = fired_delivery(b.store.fire_group(fire.clone()).await.expect("fire"))
+        .expect("a new delivery");
+    assert_eq!(
+        fired.event_seq, s1,
+        "a group's delivery belongs to its first event"
+    );
+    assert_eq!(fired.group.as_ref(), Some(&group));
+    assert_eq!(fired.hook, "plex:home");
+    assert!(b
+        .store
+        .pending_debounce_items()
+        .await
+        .expect("pending")
+        .is_empty());
+    assert!(
+        fired_delivery(b.store.fire_group(fire).await.expect("fire again")).is_none(),
+        "firing twice creates one delivery"
+    );
+    let due = b
+        .store
+        .due_deliveries("plex:home", now_ms() + 1, 10)
+        .await
+        .expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].group.as_ref(), Some(&group));
+
+    // The group carries its second event too.
+    assert_eq!(
+        b.store.delivery_targets(&id2).await.expect("targets"),
+        vec!["plex:home".to_owned()]
+    );
+    let explained = b
+        .store
+        .event_deliveries(&id2)
+        .await
+        .expect("explain")
+        .expect("event");
+    assert_eq!(explained.deliveries.len(), 1);
+    assert_eq!(explained.deliveries[0].group.as_ref(), Some(&group));
+    let ids = b
+        .store
+        .requeue_deliveries("plex:home", ReplayScope::Event(id2.clone()))
+        .await
+        .expect("requeue by the second event");
+    assert_eq!(ids, vec![fired.id]);
+
+    // Fired items of unrouted events are kept (the router may still need them).
+    assert_eq!(b.store.prune_debounce().await.expect("prune"), 0);
+    b.store.mark_routed(vec![s1, s2]).await.expect("routed");
+    assert_eq!(b.store.prune_debounce().await.expect("prune"), 2);
+    assert_eq!(b.store.prune_debounce().await.expect("prune"), 0);
+}
+on_both!(
+    check_debounce,
+    store_debounce_sqlite,
+    store_debounce_postgres
+);
+
+// ---------------------------------------------------------------------------------------
+// History
+
+fn attempt(delivery_id: i64, event_id: &str, n: u32, started_at_ms: i64) -> Attempt {
+    Attempt {
+        delivery_id,
+        hook: "h".into(),
+        event_id: event_id.into(),
+        webhook_id: "msg".into(),
+        attempt: n,
+        started_at_ms,
+        latency_ms: 12,
+        status: if n == 5 { Some(200) } else { None },
+        error: if n == 5 {
+            None
+        } else {
+            Some(format!("try {n}"))
+        },
+        request_excerpt: "{\"req\":1}".into(),
+        response_excerpt: "ok".into(),
+    }
+}
+
+async fn check_attempts(b: Backend) {
+    let (id1, s1) = append(&b.store, new_event("sonarr", "one")).await;
+    let (_, s2) = append(&b.store, new_event("sonarr", "two")).await;
+    let created = b
+        .store
+        .create_deliveries(vec![delivery(s1, "h"), delivery(s2, "h")], vec![])
+        .await
+        .expect("create");
+    let (d1, d2) = (created[0].id, created[1].id);
+    let t0 = 1_000_000;
+    let all: Vec<Attempt> = (1..=5)
+        .map(|n| attempt(d1, &id1, n, t0 + i64::from(n)))
+        .collect();
+    b.store.record_attempts(all.clone()).await.expect("record");
+    b.store
+        .record_attempts(vec![])
+        .await
+        .expect("recording nothing is fine");
+    assert_eq!(
+        b.store.attempts_for_event(&id1).await.expect("attempts"),
+        all
+    );
+    assert!(b
+        .store
+        .attempts_for_event("nope")
+        .await
+        .expect("none")
+        .is_empty());
+    let explained = b
+        .store
+        .event_deliveries(&id1)
+        .await
+        .expect("explain")
+        .expect("event");
+    assert_eq!(explained.deliveries.len(), 1);
+    assert_eq!(explained.deliveries[0].id, d1);
+    assert_eq!(explained.attempts, all);
+    assert!(b
+        .store
+        .event_deliveries("nope")
+        .await
+        .expect("explain")
+        .is_none());
+
+    // Older than t0+3: attempts 1 and 2. Then keep only the newest one.
+    assert_eq!(b.store.prune_attempts(t0 + 3, 100).await.expect("prune"), 2);
+    assert_eq!(b.store.attempts_for_event(&id1).await.expect("a").len(), 3);
+    assert_eq!(b.store.prune_attempts(0, 1).await.expect("prune"), 2);
+    let left = b.store.attempts_for_event(&id1).await.expect("a");
+    assert_eq!(left, vec![all[4].clone()]);
+
+    // Finished deliveries age out; pending ones never do.
+    b.store
+        .update_deliveries(vec![DeliveryUpdate::Succeeded {
+            id: d1,
+            attempts: 5,
+            status: 200,
+        }])
+        .await
+        .expect("update");
+    let pruned = b
+        .store
+        .prune_attempts(now_ms() + 60_000, 100)
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 2, "the last attempt and the finished delivery");
+    let due = b
+        .store
+        .due_deliveries("h", now_ms() + 1, 10)
+        .await
+        .expect("due");
+    assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![d2]);
+    let counts = b.store.delivery_counts("h").await.expect("counts");
+    assert_eq!((counts.pending, counts.succeeded), (1, 0));
+}
+on_both!(
+    check_attempts,
+    store_attempts_sqlite,
+    store_attempts_postgres
+);
+
+// ---------------------------------------------------------------------------------------
+// Runtime state
+
+async fn check_runtime_state(b: Backend) {
+    let s = &b.store;
+    assert_eq!(s.hook_overrides("h").await.expect("get"), None);
+    let mut o = HookOverrides {
+        hook: "h".into(),
+        enabled: Some(false),
+        disabled_reason: Some("410 Gone".into()),
+        max_in_flight: Some(3),
+        rate: Some(String::new()),
+        burst: None,
+    };
+    s.save_hook_overrides(o.clone()).await.expect("save");
+    assert_eq!(s.hook_overrides("h").await.expect("get"), Some(o.clone()));
+    o.enabled = Some(true);
+    o.max_in_flight = Some(9);
+    s.save_hook_overrides(o.clone()).await.expect("save again");
+    assert_eq!(s.hook_overrides("h").await.expect("get"), Some(o));
+
+    assert!(s.runtime_hooks().await.expect("list").is_empty());
+    s.save_runtime_hook("b".into(), Some("{\"url\":\"b\"}".into()))
+        .await
+        .expect("save b");
+    s.save_runtime_hook("a".into(), Some("{\"url\":\"a\"}".into()))
+        .await
+        .expect("save a");
+    s.save_runtime_hook("a".into(), Some("{\"url\":\"a2\"}".into()))
+        .await
+        .expect("replace a");
+    assert_eq!(
+        s.runtime_hooks().await.expect("list"),
+        vec![
+            ("a".to_owned(), "{\"url\":\"a2\"}".to_owned()),
+            ("b".to_owned(), "{\"url\":\"b\"}".to_owned())
+        ]
+    );
+    s.save_runtime_hook("a".into(), None)
+        .await
+        .expect("delete a");
+    assert_eq!(s.runtime_hooks().await.expect("list").len(), 1);
+
+    assert_eq!(s.poller_cursor("sonarr").await.expect("get"), None);
+    s.save_poller_cursor("sonarr".into(), "{\"id\":1}".into())
+        .await
+        .expect("save");
+    s.save_poller_cursor("sonarr".into(), "{\"id\":2}".into())
+        .await
+        .expect("save again");
+    assert_eq!(
+        s.poller_cursor("sonarr").await.expect("get").as_deref(),
+        Some("{\"id\":2}")
+    );
+
+    assert_eq!(s.applied_card("plex:home", "42").await.expect("get"), None);
+    let card = |sha: &str| AppliedCard {
+        target: "plex:home".into(),
+        rating_key: "42".into(),
+        card_sha: sha.into(),
+        item: "Show (2020) S01E05".into(),
+    };
+    s.record_card(card("aaa")).await.expect("record");
+    s.record_card(card("bbb")).await.expect("record again");
+    assert_eq!(
+        s.applied_card("plex:home", "42")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("bbb")
+    );
+    assert_eq!(s.applied_card("plex:other", "42").await.expect("get"), None);
+}
+on_both!(
+    check_runtime_state,
+    store_runtime_state_sqlite,
+    store_runtime_state_postgres
+);
+
+// ---------------------------------------------------------------------------------------
+// Events list, file keys, rejections
+
+async fn check_list_events(b: Backend) {
+    let s = &b.store;
+    let base = now_ms() - 10_000;
+    let mut seqs = Vec::new();
+    for (i, (source, kind)) in [
+        ("sonarr", EventKind::Import),
+        ("sonarr", EventKind::Grab),
+        ("radarr", EventKind::Import),
+        ("sonarr", EventKind::Import),
+        ("radarr", EventKind::Grab),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = base + 1_000 * i64::try_from(i).expect("small");
+        let (_, seq) = append(s, new_event_at(source, kind, &format!("ev{i}"), at)).await;
+        seqs.push(seq);
+    }
+    let list = |f: EventFilter| async move {
+        s.list_events(EventFilter { limit: 50, ..f })
+            .await
+            .expect("list events")
+            .into_iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(EventFilter::default()).await,
+        seqs.iter().rev().copied().collect::<Vec<_>>(),
+        "newest first"
+    );
+    assert_eq!(
+        list(EventFilter {
+            source: Some("radarr".into()),
+            ..EventFilter::default()
+        })
+        .await,
+        vec![seqs[4], seqs[2]]
+    );
+    assert_eq!(
+        list(EventFilter {
+            kind: Some("grab".into()),
+            ..EventFilter::default()
+        })
+        .await,
+        vec![seqs[4], seqs[1]]
+    );
+    assert_eq!(
+        list(EventFilter {
+            since_ms: Some(base + 1_000),
+            until_ms: Some(base + 3_000),
+            ..EventFilter::default()
+        })
+        .await,
+        vec![seqs[2], seqs[1]]
+    );
+    // Keyset pages of two.
+    let page1 = s
+        .list_events(EventFilter {
+            limit: 2,
+            ..EventFilter::default()
+        })
+        .await
+        .expect("page 1");
+    assert_eq!(
+        page1.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![seqs[4], seqs[3]]
+    );
+    let page2 = s
+        .list_events(EventFilter {
+            limit: 2,
+            before_seq: page1.last().map(|e| e.seq),
+            ..EventFilter::default()
+        })
+        .await
+        .expect("page 2");
+    assert_eq!(
+        page2.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![seqs[2], seqs[1]]
+    );
+    assert_eq!(page1[0].summary, "ev4 (2020) S01E02");
+    assert_eq!(page1[0].source, "radarr");
+    assert_eq!(page1[0].kind, "grab");
+    assert_eq!(page1[0].received_at_ms, base + 4_000);
+
+    // Delivery states: ev0 has a pending delivery at h; ev1 and ev3 are in a group that
+    // succeeded at plex; ev2 failed at h.
+    let created = s
+        .create_deliveries(vec![delivery(seqs[0], "h"), delivery(seqs[2], "h")], vec![])
+        .await
+        .expect("create");
+    s.update_deliveries(vec![DeliveryUpdate::Failed {
+        id: created[1].id,
+        attempts: 1,
+        status: Some(400),
+        error: None,
+    }])
+    .await
+    .expect("fail");
+    s.add_debounce_items(
+        [seqs[1], seqs[3]]
+            .iter()
+            .map(|&seq| DebounceItem {
+                target: "plex".into(),
+                key: "k".into(),
+                event_seq: seq,
+                received_at_ms: 0,
+                quiet_ms: 0,
+                max_wait_ms: 0,
+            })
+            .collect(),
+    )
+    .await
+    .expect("add");
+    let group = fired_delivery(
+        s.fire_group(FireGroup {
+            target: "plex".into(),
+            webhook_id: "g".into(),
+            group: Group {
+                key: "k".into(),
+                seqs: vec![seqs[1], seqs[3]],
+            },
+        })
+        .await
+        .expect("fire"),
+    )
+    .expect("group");
+    s.update_deliveries(vec![DeliveryUpdate::Succeeded {
+        id: group.id,
+        attempts: 1,
+        status: 200,
+    }])
+    .await
+    .expect("succeed");
+    let by_state = |st: DeliveryState| {
+        list(EventFilter {
+            status: Some(st),
+            ..EventFilter::default()
+        })
+    };
+    assert_eq!(by_state(DeliveryState::Pending).await, vec![seqs[0]]);
+    assert_eq!(by_state(DeliveryState::Failed).await, vec![seqs[2]]);
+    assert_eq!(
+        by_state(DeliveryState::Succeeded).await,
+        vec![seqs[3], seqs[1]]
+    );
+    let all = s
+        .list_events(EventFilter {
+            limit: 10,
+            ..EventFilter::default()
+        })
+        .await
+        .expect("list");
+    let counts = |seq: i64| {
+        all.iter()
+            .find(|e| e.seq == seq)
+            .expect("listed")
+            .deliveries
+            .iter()
+            .map(|c| (c.target.clone(), c.pending, c.succeeded, c.failed))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(seqs[0]), vec![("h".to_owned(), 1, 0, 0)]);
+    assert_eq!(counts(seqs[2]), vec![("h".to_owned(), 0, 0, 1)]);
+    assert_eq!(counts(seqs[3]), vec![("plex".to_owned(), 0, 1, 0)]);
+    assert_eq!(counts(seqs[1]), vec![("plex".to_owned(), 0, 1, 0)]);
+    assert!(counts(seqs[4]).is_empty());
+
+    // What the reconciliation pollers dedup against: sonarr's imports since `base`.
+    let keys = s.event_file_keys("sonarr", base).await.expect("file keys");
+    let mut paths: Vec<String> = keys.iter().map(|k| k.path.clone()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        vec!["/tv/ev0.mkv".to_owned(), "/tv/ev3.mkv".to_owned()]
+    );
+    assert!(keys
+        .iter()
+        .all(|k| k.kind == EventKind::Import && !k.deleted));
+    assert_eq!(
+        s.event_file_keys("sonarr", base + 1_000)
+            .await
+            .expect("file keys")
+            .len(),
+        1
+    );
+}
+on_both!(
+    check_list_events,
+    store_list_events_sqlite,
+    store_list_events_postgres
+);
+
+async fn check_rejections_bound(b: Backend) {
+    let rejection = |n: u16| Rejection {
+        at_ms: 1_000 + i64::from(n),
+        source: "sonarr".into(),
+        status: 401,
+        reason: format!("bad token {n}"),
+    };
+    b.store
+        .record_rejections((0..3).map(rejection).collect())
+        .await
+        .expect("record");
+    b.store
+        .record_rejections((3..7).map(rejection).collect())
+        .await
+        .expect("record more");
+    let kept = b.store.recent_rejections(100).await.expect("recent");
+    let reasons: Vec<&str> = kept.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            "bad token 6",
+            "bad token 5",
+            "bad token 4",
+            "bad token 3",
+            "bad token 2"
+        ],
+        "the newest rejections_max, newest first"
+    );
+    assert_eq!(kept[0].status, 401);
+    assert_eq!(kept[0].at_ms, 1_006);
+    assert_eq!(b.store.recent_rejections(2).await.expect("recent").len(), 2);
+}
+on_both!(
+    check_rejections_bound,
+    StoreConfig {
+        rejections_max: 5,
+        ..StoreConfig::default()
+    },
+    store_rejections_bound_sqlite,
+    store_rejections_bound_postgres
+);
+
+// ---------------------------------------------------------------------------------------
+// Lifecycle
+
+fn is_closed<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Closed))
+}
+
+async fn check_close(b: Backend) {
+    let s = &b.store;
+    s.ping(Duration::from_secs(5))
+        .await
+        .expect("ping while open");
+    let (_, seq) = append(s, new_event("sonarr", "before")).await;
+
+    // Appends racing the close: each one either committed (and is readable) or was refused.
+    let racing: Vec<_> = (0..50)
+        .map(|i| {
+            let store = Arc::clone(s);
+            tokio::spawn(async move { store.append(new_event("sonarr", &format!("r{i}"))).await })
+        })
+        .collect();
+    s.close().await.expect("close");
+    let mut committed = 0;
+    for t in racing {
+        match t.await.expect("task") {
+            Ok((a, _)) => {
+                committed += 1;
+                assert!(
+                    s.get_event(&a.id)
+                        .await
+                        .expect("read after close")
+                        .is_some(),
+                    "an acknowledged append is stored"
+                );
+            }
+            Err(e) => assert!(matches!(e, StoreError::Closed), "refused with Closed: {e}"),
+        }
+    }
+    println!("{committed} of 50 racing appends committed before the close");
+
+    assert!(is_closed(s.append(new_event("sonarr", "after")).await));
+    assert!(is_closed(s.mark_routed(vec![seq]).await));
+    assert!(is_closed(
+        s.create_deliveries(vec![delivery(seq, "h")], vec![seq])
+            .await
+    ));
+    assert!(is_closed(
+        s.update_deliveries(vec![DeliveryUpdate::Succeeded {
+            id: 1,
+            attempts: 1,
+            status: 200
+        }])
+        .await
+    ));
+    assert!(is_closed(
+        s.record_attempts(vec![attempt(1, "x", 1, 0)]).await
+    ));
+    assert!(is_closed(
+        s.record_rejections(vec![Rejection {
+            at_ms: 0,
+            source: "s".into(),
+            status: 401,
+            reason: "r".into()
+        }])
+        .await
+    ));
+    assert!(is_closed(
+        s.save_poller_cursor("p".into(), "{}".into()).await
+    ));
+    assert!(is_closed(s.save_runtime_hook("h".into(), None).await));
+    assert!(is_closed(
+        s.requeue_deliveries("h", ReplayScope::Since(0)).await
+    ));
+    assert!(
+        s.ping(Duration::from_secs(2)).await.is_err(),
+        "ping fails once closed"
+    );
+    s.close().await.expect("closing twice is fine");
+    assert_eq!(
+        unrouted_seqs(s).await.first(),
+        Some(&seq),
+        "reads still work"
+    );
+}
+on_both!(check_close, store_close_sqlite, store_close_postgres);
+
+// ---------------------------------------------------------------------------------------
+// The factory
+
+#[tokio::test]
+async fn store_open_refuses_an_unknown_url_without_echoing_its_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig {
+        url: Some("mysql://relayarr:hunter2@db/relayarr".into()),
+        ..StoreConfig::default()
+    };
+    let err = store::open(&cfg, &dir.path().join("x.db"))
+        .await
+        .err()
+        .expect("an unknown scheme is refused");
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{msg}");
+    assert!(msg.contains("postgres://"), "names the fix: {msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(!dir.path().join("x.db").exists(), "no SQLite file was made");
+    assert!(
+        !format!("{cfg:?}").contains("hunter2"),
+        "Debug hides the password"
+    );
+}
+
+#[tokio::test]
+async fn store_open_fails_fast_when_postgres_is_unreachable() {
+    // Port 1 on localhost: nothing listens, so the connection is refused at once.
+    let cfg = StoreConfig {
+        url: Some("postgres://relayarr:hunter2@127.0.0.1:1/relayarr".into()),
+        ..StoreConfig::default()
+    };
+    let err = store::open(&cfg, Path::new("/nonexistent/unused.db"))
+        .await
+        .err()
+        .expect("no server, no store");
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{msg}");
+    assert!(msg.contains("127.0.0.1:1"), "says where: {msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+}
