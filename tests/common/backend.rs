@@ -34,7 +34,10 @@ pub fn store_url(dir: &Path) -> Option<String> {
         return Some(url);
     }
     let admin = postgres_admin_url().expect("checked by on_postgres");
-    let name = format!("relayarr_t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let name = format!(
+        "relayarr_t_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
     let (base, _) = admin
         .rsplit_once('/')
         .expect("RELAYARR_TEST_POSTGRES is a URL with a database path");
