@@ -72,6 +72,10 @@ pub struct TargetStats {
     pub max_in_flight: u32,
     pub rate: Option<String>,
     pub burst: u32,
+    /// Live instances sharing this target's limits (1 unless several share one database).
+    pub instances: usize,
+    /// This instance's share of `max_in_flight` (all of it when alone).
+    pub max_in_flight_here: u32,
     /// Requests running now, those an earlier incarnation started included.
     pub in_flight: usize,
     pub queued: usize,

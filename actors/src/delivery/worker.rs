@@ -124,6 +124,13 @@ impl WorkerState {
             max_in_flight: l.max_in_flight.get(),
             rate: l.rate.map(|r| r.to_string()),
             burst: l.burst.get(),
+            // 0 while this instance is fenced (its heartbeat lapsed).
+            instances: if sh.share == Share::fenced() {
+                0
+            } else {
+                sh.share.of
+            },
+            max_in_flight_here: sh.effective_cap(),
             in_flight: sh.in_flight.len(),
             queued: self.window.len(),
             succeeded: sh.counters.succeeded,
