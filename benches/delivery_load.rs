@@ -45,7 +45,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// The same allocator as the `relayarr` binary, so the bench measures what users run.
 mod common;
 
-use common::{exchange, proc_status_kib, reset_peak_rss, wait_ready, AUTHORIZATION};
+use common::{
+    exchange, fresh_postgres_database, postgres_admin_url, proc_status_kib, reset_peak_rss,
+    wait_ready, AUTHORIZATION,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -267,7 +270,10 @@ fn run_scenario(
         ),
         _ => None,
     };
-    let cfg = relay_config(data_dir.path(), sc, &sinks, dead)?;
+    let mut cfg = relay_config(data_dir.path(), sc, &sinks, dead)?;
+    if let Some(url) = server_rt.block_on(fresh_postgres_database())? {
+        cfg.store.url = Some(url);
+    }
     let listener = server_rt
         .block_on(TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| format!("bind: {e}"))?;
@@ -846,6 +852,14 @@ fn print_preamble(settings: &Settings, body: &BodyTemplate) {
         match settings.rate {
             Some(r) => format!("paced at {r} events/s"),
             None => "as fast as the relay answers".into(),
+        }
+    );
+    println!(
+        "- store: {}",
+        match postgres_admin_url() {
+            Some(_) => "PostgreSQL (RELAYARR_BENCH_POSTGRES; a fresh database per scenario, on \
+                        the same machine)",
+            None => "SQLite in a temporary data dir (the default)",
         }
     );
     println!(

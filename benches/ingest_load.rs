@@ -35,8 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use relayarr::actors::store::prelude::*;
-use relayarr::actors::store::SqliteStore;
+use relayarr::actors::store::StoreConfig;
 use relayarr::{Config, Relay};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -44,7 +43,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// The same allocator as the `relayarr` binary, so the bench measures what users run.
 mod common;
 
-use common::{exchange, proc_status_kib, reset_peak_rss, wait_ready, AUTHORIZATION};
+use common::{
+    exchange, fresh_postgres_database, postgres_admin_url, proc_status_kib, reset_peak_rss,
+    wait_ready, AUTHORIZATION,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -226,8 +228,11 @@ fn run_scenario(
 
     let (server, db_path) = match target {
         Target::Relayarr => {
-            let cfg = relay_config(data_dir.path())?;
-            let db = cfg.db_path();
+            let mut cfg = relay_config(data_dir.path())?;
+            if let Some(url) = server_rt.block_on(fresh_postgres_database())? {
+                cfg.store.url = Some(url);
+            }
+            let db = (cfg.db_path(), cfg.store.clone());
             let relay = Relay::builder(cfg).namespace(format!("bench{conns}"));
             let task = server_rt
                 .spawn(async move { relay.start(listener, stop).await.map_err(|e| e.to_string()) });
@@ -275,8 +280,14 @@ fn run_scenario(
         .map_err(|e| format!("server stopped with an error: {e}"))?;
     // The relay has flushed and closed its store; count through a fresh handle.
     let stored = match db_path {
-        Some(db) => Some(server_rt.block_on(async move {
-            let store = SqliteStore::open(&db, Default::default()).map_err(|e| e.to_string())?;
+        Some((db, store_cfg)) => Some(server_rt.block_on(async move {
+            let store_cfg = StoreConfig {
+                url: store_cfg.url,
+                ..StoreConfig::default()
+            };
+            let store = relayarr::actors::store::open(&store_cfg, &db)
+                .await
+                .map_err(|e| e.to_string())?;
             let n = store.count_events().await.map_err(|e| e.to_string())?;
             store.close().await.map_err(|e| e.to_string())?;
             Ok::<u64, String>(n)
@@ -868,12 +879,19 @@ fn print_preamble(settings: &Settings) {
          one unique",
         sum / samples as usize
     );
-    println!(
-        "- relayarr: POST /api/v1/webhooks/sonarr with Basic auth; 202 only after the SQLite \
-         commit and the WAL fsync, in {} ({})",
-        settings.data_parent.display(),
-        fs_type(&settings.data_parent)
-    );
+    match postgres_admin_url() {
+        None => println!(
+            "- relayarr: POST /api/v1/webhooks/sonarr with Basic auth; 202 only after the \
+             SQLite commit and the WAL fsync, in {} ({})",
+            settings.data_parent.display(),
+            fs_type(&settings.data_parent)
+        ),
+        Some(_) => println!(
+            "- relayarr: POST /api/v1/webhooks/sonarr with Basic auth; 202 only after the \
+             PostgreSQL COMMIT (RELAYARR_BENCH_POSTGRES; a fresh database per scenario, on the \
+             same machine)"
+        ),
+    }
     println!(
         "- bare axum: same route, reads the body as Bytes, serde_json::Value parse, answers 202 \
          with a small JSON, stores nothing"

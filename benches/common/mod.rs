@@ -113,3 +113,32 @@ pub fn reset_peak_rss() -> bool {
 
 /// `sonarr` / `Pa55w0rd!`, the credentials of the shared Sonarr fixtures.
 pub const AUTHORIZATION: &str = "Basic c29uYXJyOlBhNTV3MHJkIQ==";
+
+/// The PostgreSQL server the benches may use (`RELAYARR_BENCH_POSTGRES`, a URL where they
+/// may create databases), if any: with it, the relay under test stores into PostgreSQL.
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("RELAYARR_BENCH_POSTGRES")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// A fresh database on the bench's PostgreSQL server (one per scenario, so counts start at
+/// zero); `None` when the benches run on SQLite.
+pub async fn fresh_postgres_database() -> Result<Option<String>, String> {
+    let Some(admin) = postgres_admin_url() else {
+        return Ok(None);
+    };
+    let name = format!("relayarr_bench_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let (base, _) = admin
+        .rsplit_once('/')
+        .ok_or("RELAYARR_BENCH_POSTGRES is not a URL with a database path")?;
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("connect to RELAYARR_BENCH_POSTGRES: {e}"))?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .map_err(|e| format!("create {name}: {e}"))?;
+    Ok(Some(format!("{base}/{name}")))
+}
