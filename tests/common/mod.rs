@@ -9,6 +9,7 @@ pub mod expect;
 pub mod fake_arr;
 pub mod fake_plex;
 pub mod receiver;
+pub mod shared_store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
