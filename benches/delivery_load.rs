@@ -857,7 +857,8 @@ fn print_preamble(settings: &Settings, body: &BodyTemplate) {
     println!(
         "- store: {}",
         match postgres_admin_url() {
-            Some(_) => "PostgreSQL (RELAYARR_BENCH_POSTGRES; a fresh database per scenario, on \
+            Some(_) =>
+                "PostgreSQL (RELAYARR_BENCH_POSTGRES; a fresh database per scenario, on \
                         the same machine)",
             None => "SQLite in a temporary data dir (the default)",
         }

@@ -128,7 +128,10 @@ pub async fn fresh_postgres_database() -> Result<Option<String>, String> {
     let Some(admin) = postgres_admin_url() else {
         return Ok(None);
     };
-    let name = format!("relayarr_bench_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let name = format!(
+        "relayarr_bench_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
     let (base, _) = admin
         .rsplit_once('/')
         .ok_or("RELAYARR_BENCH_POSTGRES is not a URL with a database path")?;

@@ -70,7 +70,12 @@ impl Window {
             return Offer::Full;
         }
         self.known.insert(id);
-        self.queue.push_back(job);
+        // Oldest first, by delivery id: rows a load brings in (retries now due, or work taken
+        // over from an instance whose lease lapsed) go ahead of newer rows already queued,
+        // not behind up to a whole window of them. New rows arrive in id order, so this is
+        // almost always the back.
+        let at = self.queue.partition_point(|j| j.delivery.id < id);
+        self.queue.insert(at, job);
         Offer::Queued
     }
 
@@ -179,6 +184,23 @@ mod tests {
         assert!(w.pop().is_none());
         // Popped ids may come back later (a retry loaded from the store).
         assert_eq!(w.offer(job(1), |_| false), Offer::Queued);
+    }
+
+    /// Work taken over from a dead instance (older rows, loaded later) must not wait behind
+    /// a window of newer rows.
+    #[test]
+    fn window_older_rows_go_first_whenever_they_arrive() {
+        let mut w = Window::new(8);
+        for i in [10, 11, 12] {
+            w.offer(job(i), |_| false);
+        }
+        w.loaded(
+            vec![job(3).delivery, job(11).delivery, job(7).delivery],
+            8,
+            |_| false,
+        );
+        let order: Vec<i64> = std::iter::from_fn(|| w.pop().map(|j| j.delivery.id)).collect();
+        assert_eq!(order, vec![3, 7, 10, 11, 12]);
     }
 
     #[test]
