@@ -61,7 +61,7 @@ pub async fn test_hook(cfg: &Config, name: &str) -> Result<TestHookReport, Strin
 /// test fire share this).
 pub async fn fire_sample(hook: &CompiledHook, strict: bool) -> Result<TestHookReport, String> {
     let name = hook.cfg.name.as_str();
-    let client = net::client(hook.cfg.timeout.max(Duration::from_secs(1)), strict)
+    let client = net::client(hook.cfg.timeout.max(Duration::from_secs(1)), strict, 1)
         .map_err(|e| e.to_string())?;
     let event = sample_event();
     let raw = serde_json::to_vec(&event).map_err(|e| e.to_string())?;

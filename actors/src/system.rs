@@ -171,7 +171,9 @@ impl TargetSpec {
         drain_grace: Duration,
     ) -> Result<Self, String> {
         let cfg = &hook.cfg;
-        let client = crate::hooks::net::client(cfg.timeout, outbound.strict)
+        // Runtime changes of the cap keep this pool size (idle connections above it close).
+        let keep_idle = usize::try_from(cfg.max_in_flight.get()).unwrap_or(usize::MAX);
+        let client = crate::hooks::net::client(cfg.timeout, outbound.strict, keep_idle)
             .map_err(|e| format!("hook `{}`: cannot build its HTTP client: {e}", cfg.name))?;
         let actor = names.hook(&cfg.name);
         let route = RouteTarget {
