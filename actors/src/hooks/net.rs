@@ -458,7 +458,7 @@ mod tests {
     #[tokio::test]
     async fn net_client_uses_the_guard_and_never_follows_redirects() {
         let port = serve("302 Found").await;
-        let lan = client(Duration::from_secs(5), false).expect("client");
+        let lan = client(Duration::from_secs(5), false, 1).expect("client");
         let resp = lan
             .get(format!("http://localhost:{port}/"))
             .send()
@@ -466,7 +466,7 @@ mod tests {
             .expect("reaches localhost when not strict");
         assert_eq!(resp.status().as_u16(), 302);
 
-        let strict = client(Duration::from_secs(5), true).expect("client");
+        let strict = client(Duration::from_secs(5), true, 1).expect("client");
         let err = strict
             .get(format!("http://localhost:{port}/"))
             .send()

@@ -540,7 +540,24 @@ impl Writer {
                 }
             }
             last_batch = batch.len();
-            let close = self.commit_batch(&mut batch);
+            // Ingest first, in a transaction of its own: a 2xx waits for its commit and the
+            // fsync after it, and delivery bookkeeping (outcomes, attempts with their
+            // excerpts) must not make that transaction longer. The rest follows at once.
+            // Nothing in one drained batch depends on an append in it: deliveries of an
+            // event are created only after its append was answered.
+            let mut close = None;
+            if batch.iter().any(|c| matches!(c, WriteCmd::Append(..)))
+                && batch.iter().any(|c| !matches!(c, WriteCmd::Append(..)))
+            {
+                let (mut appends, rest): (Vec<_>, Vec<_>) = batch
+                    .drain(..)
+                    .partition(|c| matches!(c, WriteCmd::Append(..)));
+                batch = rest;
+                close = self.commit_batch(&mut appends);
+                self.commits += 1;
+            }
+            let rest_close = self.commit_batch(&mut batch);
+            let close = close.or(rest_close);
             self.commits += 1;
             if self.commits.is_multiple_of(WAL_CHECK_EVERY) {
                 self.limit_wal();
