@@ -985,7 +985,7 @@ fn print_report(settings: &Settings, results: &[ScenarioResult]) {
                 "MISMATCH"
             };
             println!(
-                "- store check, {} × {}: {stored} events in SQLite after shutdown, {} × 202 \
+                "- store check, {} × {}: {stored} events in the store after shutdown, {} × 202 \
                  received over the whole run (warm-up included): {verdict}",
                 r.target.label(),
                 r.conns,
