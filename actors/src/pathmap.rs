@@ -1085,7 +1085,7 @@ mod tests {
             regex: Some("^/tv".into()),
             to: "/data".into(),
         };
-        let err = PathMapper::try_new(&[prefix("/a", "/b"), rule]).unwrap_err();
+        let err = PathMapper::try_new(&[prefix("/a", "/b"), rule]).expect_err("refused");
         assert!(matches!(
             err,
             PathMapError::BothFromAndRegex { index: 1, .. }
@@ -1102,7 +1102,7 @@ mod tests {
             regex: None,
             to: "/data".into(),
         };
-        let err = PathMapper::try_new(&[rule]).unwrap_err();
+        let err = PathMapper::try_new(&[rule]).expect_err("refused");
         assert_eq!(
             err,
             PathMapError::NeitherFromNorRegex {
@@ -1115,12 +1115,12 @@ mod tests {
 
     #[test]
     fn error_empty_to_and_from() {
-        let err = PathMapper::try_new(&[prefix("/tv", " ")]).unwrap_err();
+        let err = PathMapper::try_new(&[prefix("/tv", " ")]).expect_err("refused");
         assert!(matches!(err, PathMapError::EmptyTo { index: 0, .. }));
         assert!(err.to_string().contains("`to` is empty"), "{err}");
-        let err = PathMapper::try_new(&[regex("^/tv", "")]).unwrap_err();
+        let err = PathMapper::try_new(&[regex("^/tv", "")]).expect_err("refused");
         assert!(matches!(err, PathMapError::EmptyTo { index: 0, .. }));
-        let err = PathMapper::try_new(&[prefix("", "/data")]).unwrap_err();
+        let err = PathMapper::try_new(&[prefix("", "/data")]).expect_err("refused");
         assert_eq!(err, PathMapError::EmptyFrom { index: 0 });
     }
 
@@ -1131,7 +1131,7 @@ mod tests {
             prefix("/c", "/d"),
             regex("^/mnt/(", "/x"),
         ])
-        .unwrap_err();
+        .expect_err("refused");
         match &err {
             PathMapError::BadRegex { index, regex, .. } => {
                 assert_eq!(*index, 2);
@@ -1144,14 +1144,14 @@ mod tests {
 
     #[test]
     fn error_unknown_capture() {
-        let err =
-            PathMapper::try_new(&[regex(r"^/mnt/(?P<disk>\w+)/", "/data/$disk_tv/")]).unwrap_err();
+        let err = PathMapper::try_new(&[regex(r"^/mnt/(?P<disk>\w+)/", "/data/$disk_tv/")])
+            .expect_err("refused");
         assert!(
             matches!(&err, PathMapError::UnknownCapture { name, .. } if name == "disk_tv"),
             "{err:?}"
         );
         assert!(err.to_string().contains("${name}"), "{err}");
-        let err = PathMapper::try_new(&[regex(r"^/mnt/(\w+)/", "/data/$2/")]).unwrap_err();
+        let err = PathMapper::try_new(&[regex(r"^/mnt/(\w+)/", "/data/$2/")]).expect_err("refused");
         assert!(matches!(&err, PathMapError::UnknownCapture { name, .. } if name == "2"));
         // Braced form accepted.
         assert!(
@@ -1212,13 +1212,13 @@ mod tests {
             to = "/data/tv"
             "#,
         )
-        .unwrap_err();
+        .expect_err("refused");
         assert!(err.to_string().contains("form"), "{err}");
     }
 
     #[test]
     fn toml_missing_to_is_a_parse_error() {
-        let err = toml::from_str::<Cfg>("[[path_rewrite]]\nfrom = \"/tv\"\n").unwrap_err();
+        let err = toml::from_str::<Cfg>("[[path_rewrite]]\nfrom = \"/tv\"\n").expect_err("refused");
         assert!(err.to_string().contains("to"), "{err}");
     }
 

@@ -1063,7 +1063,9 @@ mod tests {
             ..cfg_dir(tmp.path())
         };
         let loc = CardLocator::try_new(&cfg).expect("valid");
-        let err = loc.candidate_paths(&episode("..", None, 1, 1)).unwrap_err();
+        let err = loc
+            .candidate_paths(&episode("..", None, 1, 1))
+            .expect_err("refused");
         assert_eq!(err, CardRenderError::UnusableName { part: "..".into() });
         assert_eq!(loc.locate(&episode("..", None, 1, 1)), None);
     }
@@ -1111,7 +1113,7 @@ mod tests {
         };
         let loc = CardLocator::try_new(&cfg_dir(tmp.path())).expect("valid");
         assert_eq!(
-            loc.candidate_paths(&movie).unwrap_err(),
+            loc.candidate_paths(&movie).expect_err("refused"),
             CardRenderError::Missing {
                 field: "pattern",
                 placeholder: "season_folder"
@@ -1184,7 +1186,7 @@ mod tests {
                 pattern: Some(p.into()),
                 ..cfg_dir(tmp.path())
             })
-            .unwrap_err()
+            .expect_err("refused")
         };
         let err = with_pattern("{full_name}/{series_name}");
         assert!(
@@ -1249,7 +1251,7 @@ mod tests {
             url: Some("http://x/{tvdb_id}".into()),
             ..TitleCards::default()
         })
-        .unwrap_err();
+        .expect_err("refused");
         assert!(
             matches!(&err, CardConfigError::UnknownPlaceholder { field: "url", name, .. } if name == "tvdb_id")
         );
@@ -1258,7 +1260,7 @@ mod tests {
     #[test]
     fn config_errors() {
         assert_eq!(
-            CardLocator::try_new(&TitleCards::default()).unwrap_err(),
+            CardLocator::try_new(&TitleCards::default()).expect_err("refused"),
             CardConfigError::NoSource
         );
         assert!(matches!(
@@ -1267,7 +1269,7 @@ mod tests {
                 url: Some("http://x/{tvdb}".into()),
                 ..TitleCards::default()
             })
-            .unwrap_err(),
+            .expect_err("refused"),
             CardConfigError::PatternWithoutDir { .. }
         ));
         assert!(matches!(
@@ -1275,7 +1277,7 @@ mod tests {
                 url: Some("ftp://x/{tvdb}".into()),
                 ..TitleCards::default()
             })
-            .unwrap_err(),
+            .expect_err("refused"),
             CardConfigError::BadUrl { .. }
         ));
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -1284,7 +1286,7 @@ mod tests {
                 extensions: vec![],
                 ..cfg_dir(tmp.path())
             })
-            .unwrap_err(),
+            .expect_err("refused"),
             CardConfigError::NoExtensions
         );
         assert_eq!(
@@ -1292,7 +1294,7 @@ mod tests {
                 extensions: vec!["jpg".into(), "../x".into()],
                 ..cfg_dir(tmp.path())
             })
-            .unwrap_err(),
+            .expect_err("refused"),
             CardConfigError::BadExtension { ext: "../x".into() }
         );
     }
@@ -1331,7 +1333,8 @@ mod tests {
         assert!(loc.remove_overlay_label());
         assert!(!loc.lock());
 
-        let err = toml::from_str::<Cfg>("[title_cards]\ndirectory = \"/x\"\n").unwrap_err();
+        let err =
+            toml::from_str::<Cfg>("[title_cards]\ndirectory = \"/x\"\n").expect_err("refused");
         assert!(err.to_string().contains("directory"), "{err}");
     }
 
@@ -1362,7 +1365,7 @@ mod tests {
         let f = File::create(&p).expect("create");
         f.set_len(MAX_CARD_BYTES + 1).expect("sparse file");
         drop(f);
-        let err = read_card(&p).unwrap_err();
+        let err = read_card(&p).expect_err("refused");
         assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
         // Exactly at the cap is fine.
         let f = File::create(&p).expect("create");
@@ -1372,7 +1375,7 @@ mod tests {
         // The capped reader also stops a small limit.
         fs::write(&p, b"12345").expect("write");
         assert_eq!(
-            read_card_capped(&p, 4).unwrap_err().kind(),
+            read_card_capped(&p, 4).expect_err("refused").kind(),
             io::ErrorKind::FileTooLarge
         );
     }
@@ -1381,16 +1384,18 @@ mod tests {
     fn read_card_errors() {
         let tmp = tempfile::tempdir().expect("tempdir");
         assert_eq!(
-            read_card(&tmp.path().join("nope.jpg")).unwrap_err().kind(),
+            read_card(&tmp.path().join("nope.jpg"))
+                .expect_err("refused")
+                .kind(),
             io::ErrorKind::NotFound
         );
         let p = tmp.path().join("empty.jpg");
         fs::write(&p, b"").expect("write");
         assert_eq!(
-            read_card(&p).unwrap_err().kind(),
+            read_card(&p).expect_err("refused").kind(),
             io::ErrorKind::InvalidData
         );
-        let err = read_card(tmp.path()).unwrap_err();
+        let err = read_card(tmp.path()).expect_err("refused");
         assert!(
             matches!(
                 err.kind(),
