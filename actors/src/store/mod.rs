@@ -267,7 +267,42 @@ impl DeliveryUpdate {
             | DeliveryUpdate::Failed { id, .. } => *id,
         }
     }
+
+    /// The row as both backends write it: `(id, state, attempts, next_attempt_at,
+    /// last_status, last_error)`. A finished delivery's `next_attempt_at` is `now`.
+    pub fn columns(&self, now: i64) -> UpdateColumns<'_> {
+        match self {
+            DeliveryUpdate::Succeeded {
+                id,
+                attempts,
+                status,
+            } => (*id, "succeeded", *attempts, now, Some(*status), None),
+            DeliveryUpdate::Retry {
+                id,
+                attempts,
+                next_attempt_at_ms,
+                status,
+                error,
+            } => (
+                *id,
+                "pending",
+                *attempts,
+                *next_attempt_at_ms,
+                *status,
+                error.as_deref(),
+            ),
+            DeliveryUpdate::Failed {
+                id,
+                attempts,
+                status,
+                error,
+            } => (*id, "failed", *attempts, now, *status, error.as_deref()),
+        }
+    }
 }
+
+/// See [`DeliveryUpdate::columns`].
+pub type UpdateColumns<'a> = (i64, &'static str, u32, i64, Option<u16>, Option<&'a str>);
 
 /// One delivery attempt, for the history.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

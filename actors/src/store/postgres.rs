@@ -1611,33 +1611,7 @@ impl DeliveryQueue for PostgresStore {
                 if last.get(&u.id()) != Some(&i) {
                     continue;
                 }
-                let (id, state, n, next, status, error) = match u {
-                    DeliveryUpdate::Succeeded {
-                        id,
-                        attempts,
-                        status,
-                    } => (*id, "succeeded", *attempts, now, Some(*status), None),
-                    DeliveryUpdate::Retry {
-                        id,
-                        attempts,
-                        next_attempt_at_ms,
-                        status,
-                        error,
-                    } => (
-                        *id,
-                        "pending",
-                        *attempts,
-                        *next_attempt_at_ms,
-                        *status,
-                        error.as_deref(),
-                    ),
-                    DeliveryUpdate::Failed {
-                        id,
-                        attempts,
-                        status,
-                        error,
-                    } => (*id, "failed", *attempts, now, *status, error.as_deref()),
-                };
+                let (id, state, n, next, status, error) = u.columns(now);
                 ids.push(id);
                 states.push(state);
                 attempts.push(to_i32(n));

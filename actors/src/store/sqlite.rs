@@ -1001,33 +1001,7 @@ fn update_deliveries(
          last_status = ?5, last_error = ?6, updated_at = ?7 WHERE id = ?1",
     )?;
     for u in rows {
-        let (id, state, attempts, next, status, error) = match u {
-            DeliveryUpdate::Succeeded {
-                id,
-                attempts,
-                status,
-            } => (*id, "succeeded", *attempts, now, Some(*status), None),
-            DeliveryUpdate::Retry {
-                id,
-                attempts,
-                next_attempt_at_ms,
-                status,
-                error,
-            } => (
-                *id,
-                "pending",
-                *attempts,
-                *next_attempt_at_ms,
-                *status,
-                error.as_deref(),
-            ),
-            DeliveryUpdate::Failed {
-                id,
-                attempts,
-                status,
-                error,
-            } => (*id, "failed", *attempts, now, *status, error.as_deref()),
-        };
+        let (id, state, attempts, next, status, error) = u.columns(now);
         stmt.execute(params![id, state, attempts, next, status, error, now])?;
     }
     Ok(())
