@@ -762,6 +762,36 @@ pub mod prelude {
     pub use super::{DeliveryQueue, EventLog, History, Membership, RuntimeState, Store};
 }
 
+/// The SQL test for a delivery state, on a `deliveries d` row (`failed` covers every state
+/// that is neither pending nor succeeded). Both backends' SQL reads the same here.
+pub(crate) fn state_sql(state: DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Pending => "d.state = 'pending'",
+        DeliveryState::Succeeded => "d.state = 'succeeded'",
+        DeliveryState::Failed => "d.state NOT IN ('pending', 'succeeded')",
+    }
+}
+
+/// Adds `n` deliveries in `state` to the per-target counts.
+pub(crate) fn count_into(counts: &mut Vec<TargetCounts>, target: &str, state: &str, n: u64) {
+    let i = match counts.iter().position(|c| c.target == target) {
+        Some(i) => i,
+        None => {
+            counts.push(TargetCounts {
+                target: target.to_owned(),
+                ..TargetCounts::default()
+            });
+            counts.len() - 1
+        }
+    };
+    let c = &mut counts[i];
+    match state {
+        "pending" => c.pending += n,
+        "succeeded" => c.succeeded += n,
+        _ => c.failed += n,
+    }
+}
+
 /// Formats unix milliseconds as RFC 3339 UTC.
 pub fn rfc3339_ms(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;

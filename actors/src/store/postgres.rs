@@ -36,12 +36,13 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::codec::CODEC_LZ4;
 use super::codec::{decode, parse_normalized, prefix, row_to_committed, DedupCache, Encoded};
+use super::{count_into, state_sql};
 use super::{
     now_ms, rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, DebounceItem, Delivery,
-    DeliveryCounts, DeliveryInfo, DeliveryQueue, DeliveryState, DeliveryUpdate, EventDeliveries,
-    EventFileKey, EventFilter, EventLog, EventSummary, FireGroup, Fired, Group, History,
-    HookOverrides, Membership, NewDelivery, NewEvent, PendingSummary, Rejection, ReplayScope,
-    RuntimeState, Store, StoreConfig, StoreError, StoredEvent, TargetCounts,
+    DeliveryCounts, DeliveryInfo, DeliveryQueue, DeliveryUpdate, EventDeliveries, EventFileKey,
+    EventFilter, EventLog, EventSummary, FireGroup, Fired, Group, History, HookOverrides,
+    Membership, NewDelivery, NewEvent, PendingSummary, Rejection, ReplayScope, RuntimeState, Store,
+    StoreConfig, StoreError, StoredEvent,
 };
 
 /// The schema, one migration per entry; `schema_version` records those applied. SQLite's
@@ -1050,36 +1051,6 @@ async fn insert_deliveries(
         out.push(delivery_row(r)?);
     }
     Ok(out)
-}
-
-/// The SQL test for a delivery state (`failed` covers every state that is not pending or
-/// succeeded).
-fn state_sql(state: DeliveryState) -> &'static str {
-    match state {
-        DeliveryState::Pending => "d.state = 'pending'",
-        DeliveryState::Succeeded => "d.state = 'succeeded'",
-        DeliveryState::Failed => "d.state NOT IN ('pending', 'succeeded')",
-    }
-}
-
-/// Adds deliveries to per-target counts.
-fn count_into(counts: &mut Vec<TargetCounts>, target: &str, state: &str, n: u64) {
-    let i = match counts.iter().position(|c| c.target == target) {
-        Some(i) => i,
-        None => {
-            counts.push(TargetCounts {
-                target: target.to_owned(),
-                ..TargetCounts::default()
-            });
-            counts.len() - 1
-        }
-    };
-    let c = &mut counts[i];
-    match state {
-        "pending" => c.pending += n,
-        "succeeded" => c.succeeded += n,
-        _ => c.failed += n,
-    }
 }
 
 impl PostgresStore {

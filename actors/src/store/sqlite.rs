@@ -19,6 +19,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{decode, prefix, row_to_committed, DedupCache, Encoded, CODEC_LZ4};
+use super::{count_into, state_sql};
 use super::{
     rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, DebounceItem, Delivery,
     DeliveryCounts, DeliveryUpdate, EventFileKey, FireGroup, Fired, Group, HookOverrides,
@@ -26,8 +27,8 @@ use super::{
     StoredEvent,
 };
 use super::{
-    DeliveryInfo, DeliveryQueue, DeliveryState, EventDeliveries, EventFilter, EventLog,
-    EventSummary, History, Membership, RuntimeState, TargetCounts,
+    DeliveryInfo, DeliveryQueue, EventDeliveries, EventFilter, EventLog, EventSummary, History,
+    Membership, RuntimeState,
 };
 use crate::model::NormalizedEvent;
 
@@ -1203,36 +1204,6 @@ fn insert_rejections(
     )?
     .execute([max])?;
     Ok(())
-}
-
-/// The SQL test for a delivery state (`failed` covers every state that is not pending or
-/// succeeded).
-fn state_sql(state: DeliveryState) -> &'static str {
-    match state {
-        DeliveryState::Pending => "d.state = 'pending'",
-        DeliveryState::Succeeded => "d.state = 'succeeded'",
-        DeliveryState::Failed => "d.state NOT IN ('pending', 'succeeded')",
-    }
-}
-
-/// Adds one delivery to per-target counts.
-fn count_into(counts: &mut Vec<TargetCounts>, target: &str, state: &str, n: u64) {
-    let i = match counts.iter().position(|c| c.target == target) {
-        Some(i) => i,
-        None => {
-            counts.push(TargetCounts {
-                target: target.to_owned(),
-                ..TargetCounts::default()
-            });
-            counts.len() - 1
-        }
-    };
-    let c = &mut counts[i];
-    match state {
-        "pending" => c.pending += n,
-        "succeeded" => c.succeeded += n,
-        _ => c.failed += n,
-    }
 }
 
 /// The events list. The WHERE clause holds only the filters given, so SQLite walks `seq`
