@@ -47,7 +47,7 @@ mod common;
 
 use common::{
     exchange, fresh_postgres_database, postgres_admin_url, proc_status_kib, reset_peak_rss,
-    wait_ready, AUTHORIZATION,
+    server_in_child, wait_ready, ChildServer, AUTHORIZATION,
 };
 
 #[global_allocator]
@@ -124,6 +124,8 @@ struct Settings {
     data_parent: PathBuf,
     /// `RELAYARR_BENCH_ONLY=a,c`: a subset of scenarios.
     only: Option<String>,
+    /// `RELAYARR_BENCH_SERVER=process`: the relay runs as a child process.
+    child: bool,
 }
 
 fn main() -> ExitCode {
@@ -208,6 +210,7 @@ fn settings_from_env() -> Result<Settings, String> {
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir),
         only: std::env::var("RELAYARR_BENCH_ONLY").ok(),
+        child: server_in_child(),
     })
 }
 
@@ -270,31 +273,42 @@ fn run_scenario(
         ),
         _ => None,
     };
-    let mut cfg = relay_config(data_dir.path(), sc, &sinks, dead)?;
+    let mut text = relay_config_text(data_dir.path(), sc, &sinks, dead)?;
     if let Some(url) = server_rt.block_on(fresh_postgres_database())? {
-        cfg.store.url = Some(url);
+        text.push_str(&format!("\n[store]\nurl = {}\n", toml::Value::String(url)));
     }
-    let listener = server_rt
-        .block_on(TcpListener::bind("127.0.0.1:0"))
-        .map_err(|e| format!("bind: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("local_addr: {e}"))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let relay = Relay::builder(cfg).namespace(format!("delivery-bench-{}", sc.key));
-    let server = server_rt.spawn(async move {
-        relay
-            .start(listener, async {
-                let _ = stop_rx.await;
-            })
-            .await
-            .map_err(|e| e.to_string())
-    });
+    let server = if settings.child {
+        Server::Child(ChildServer::spawn(&text, data_dir.path())?)
+    } else {
+        let cfg = parse_config(&text)?;
+        let listener = server_rt
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .map_err(|e| format!("bind: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("local_addr: {e}"))?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let relay = Relay::builder(cfg).namespace(format!("delivery-bench-{}", sc.key));
+        let task = server_rt.spawn(async move {
+            relay
+                .start(listener, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+        });
+        Server::InProcess {
+            addr,
+            task,
+            stop: stop_tx,
+        }
+    };
+    let addr = server.addr();
     server_rt
         .block_on(wait_ready(addr))
         .map_err(|e| format!("relay did not become ready: {e}"))?;
 
-    let cpu0 = process_cpu_s();
+    let cpu0 = server.cpu_s();
     let load = {
         let (seq, body, settings) = (Arc::clone(seq), Arc::clone(body), settings.clone());
         std::thread::Builder::new()
@@ -317,19 +331,15 @@ fn run_scenario(
     while sinks.healthy_count() < want && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let cpu_cores = (process_cpu_s() - cpu0) / load.started.elapsed().as_secs_f64();
-    let rss_peak_kib = proc_status_kib("VmHWM").unwrap_or(0);
+    let cpu_cores = (server.cpu_s() - cpu0) / load.started.elapsed().as_secs_f64();
+    let rss_peak_kib = server.peak_rss_kib();
     let neighbour_pending = match sc.neighbour {
         Neighbour::None => None,
         _ => server_rt.block_on(pending_of(addr, "neighbour")),
     };
     let neighbour_requests = sinks.slow_count();
 
-    let _ = stop_tx.send(());
-    server_rt
-        .block_on(server)
-        .map_err(|e| format!("server task: {e}"))?
-        .map_err(|e| format!("relay stopped with an error: {e}"))?;
+    server.stop(&server_rt)?;
     server_rt.shutdown_timeout(Duration::from_secs(10));
     let arrivals = sinks.stop();
     drop(data_dir);
@@ -377,12 +387,70 @@ fn run_scenario(
     })
 }
 
-fn relay_config(
+/// The relay under test: in this process, or the `relayarr` binary as a child process.
+enum Server {
+    InProcess {
+        addr: SocketAddr,
+        task: tokio::task::JoinHandle<Result<(), String>>,
+        stop: tokio::sync::oneshot::Sender<()>,
+    },
+    Child(ChildServer),
+}
+
+impl Server {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Server::InProcess { addr, .. } => *addr,
+            Server::Child(c) => c.addr,
+        }
+    }
+
+    /// CPU seconds of the server: the whole bench process when in-process (the load
+    /// generator and sinks included), the child alone otherwise.
+    fn cpu_s(&self) -> f64 {
+        match self {
+            Server::InProcess { .. } => process_cpu_s(),
+            Server::Child(c) => c.cpu_s(),
+        }
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        match self {
+            Server::InProcess { .. } => proc_status_kib("VmHWM"),
+            Server::Child(c) => c.status_kib("VmHWM"),
+        }
+        .unwrap_or(0)
+    }
+
+    fn stop(self, rt: &tokio::runtime::Runtime) -> Result<(), String> {
+        match self {
+            Server::InProcess { task, stop, .. } => {
+                let _ = stop.send(());
+                rt.block_on(task)
+                    .map_err(|e| format!("server task: {e}"))?
+                    .map_err(|e| format!("relay stopped with an error: {e}"))
+            }
+            Server::Child(c) => c.stop(),
+        }
+    }
+}
+
+fn parse_config(text: &str) -> Result<Config, String> {
+    // No environment: the bench must not pick up a developer's RELAYARR_* overrides.
+    Config::from_toml_str("delivery_load bench", text, std::iter::empty()).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+fn relay_config_text(
     data_dir: &Path,
     sc: Scenario,
     sinks: &Sinks,
     dead: Option<SocketAddr>,
-) -> Result<Config, String> {
+) -> Result<String, String> {
     let dir = toml::Value::String(data_dir.display().to_string());
     let mut text = format!(
         r#"
@@ -417,13 +485,7 @@ auth = {{ basic = {{ username = "sonarr", password = "Pa55w0rd!" }} }}
             dead.ok_or("no dead port")?
         )),
     }
-    // No environment: the bench must not pick up a developer's RELAYARR_* overrides.
-    Config::from_toml_str("delivery_load bench", &text, std::iter::empty()).map_err(|errs| {
-        errs.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    Ok(text)
 }
 
 /// The neighbour hook's pending deliveries, through the admin API.
@@ -840,7 +902,7 @@ fn print_preamble(settings: &Settings, body: &BodyTemplate) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("## relayarr delivery load bench");
     println!();
-    println!("`cargo bench --bench delivery_load` (knobs: RELAYARR_BENCH_EVENTS, _CONNS, _RATE, _SECS, _ONLY, _DIR, _SERVER_THREADS)");
+    println!("`cargo bench --bench delivery_load` (knobs: RELAYARR_BENCH_EVENTS, _CONNS, _RATE, _SECS, _ONLY, _DIR, _SERVER_THREADS, _SERVER=process)");
     println!();
     println!("- machine: {cores} CPUs available, Linux {}", kernel.trim());
     println!(
@@ -863,11 +925,19 @@ fn print_preamble(settings: &Settings, body: &BodyTemplate) {
             None => "SQLite in a temporary data dir (the default)",
         }
     );
-    println!(
-        "- server: its own tokio runtime with {} workers; load generator and sinks: one \
-         thread each (current-thread runtimes), all in one process",
-        settings.server_threads
-    );
+    if settings.child {
+        println!(
+            "- server: the `relayarr` binary as a child process (`RELAYARR_BENCH_SERVER=process`, \
+             its default runtime, `RELAYARR_LOG=warn`); load generator and sinks: one thread each \
+             in the bench process"
+        );
+    } else {
+        println!(
+            "- server: its own tokio runtime with {} workers; load generator and sinks: one \
+             thread each (current-thread runtimes), all in one process",
+            settings.server_threads
+        );
+    }
     println!(
         "- hooks: `events = \"*\"`, relayarr format, no signing, no rate limit, \
          max_in_flight {HEALTHY_IN_FLIGHT}; slow neighbour: {} ms per request, max_in_flight \
@@ -950,8 +1020,15 @@ fn print_report(settings: &Settings, results: &[ScenarioResult]) {
         "Deliveries/s: healthy deliveries divided by the time from the first ingest request to \
          the last healthy delivery. With the load at full speed, lag includes the time an \
          event waits behind the backlog; `RELAYARR_BENCH_RATE` paces the load to see pipeline \
-         latency alone. CPU is the whole process (relay, load generator and sinks) over the \
-         same time, in cores."
+         latency alone. {}",
+        if settings.child {
+            "The relay ran as a child process (`RELAYARR_BENCH_SERVER=process`, logging at \
+             `warn`): CPU and peak RSS are the server's alone."
+        } else {
+            "CPU is the whole process (relay, load generator and sinks) over the same time, in \
+             cores, and so is the peak RSS; `RELAYARR_BENCH_SERVER=process` measures the \
+             server apart."
+        }
     );
     println!();
     for r in results {

@@ -45,7 +45,7 @@ mod common;
 
 use common::{
     exchange, fresh_postgres_database, postgres_admin_url, proc_status_kib, reset_peak_rss,
-    wait_ready, AUTHORIZATION,
+    server_in_child, wait_ready, ChildServer, AUTHORIZATION,
 };
 
 #[global_allocator]
@@ -86,6 +86,8 @@ struct Settings {
     data_parent: PathBuf,
     /// `RELAYARR_BENCH_ONLY`: a subset of scenarios, for tuning.
     only: Option<String>,
+    /// `RELAYARR_BENCH_SERVER=process`: relayarr runs as a child process (RSS apart).
+    child: bool,
 }
 
 fn main() -> ExitCode {
@@ -164,6 +166,7 @@ fn settings_from_env() -> Result<Settings, String> {
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir),
         only: std::env::var("RELAYARR_BENCH_ONLY").ok(),
+        child: server_in_child(),
     })
 }
 
@@ -226,7 +229,29 @@ fn run_scenario(
         let _ = stop_rx.await;
     };
 
-    let (server, db_path) = match target {
+    let mut child = None;
+    let (server, db_path, addr) = match target {
+        Target::Relayarr if settings.child => {
+            drop(listener);
+            let mut text = relay_config_text(data_dir.path());
+            let mut store_cfg = StoreConfig::default();
+            if let Some(url) = server_rt.block_on(fresh_postgres_database())? {
+                text.push_str(&format!(
+                    "\n[store]\nurl = {}\n",
+                    toml::Value::String(url.clone())
+                ));
+                store_cfg.url = Some(url);
+            }
+            let c = ChildServer::spawn(&text, data_dir.path())?;
+            let addr = c.addr;
+            child = Some(c);
+            let task = server_rt.spawn(async move {
+                stop.await;
+                Ok(())
+            });
+            let db = data_dir.path().join("relayarr.db");
+            (task, Some((db, store_cfg)), addr)
+        }
         Target::Relayarr => {
             let mut cfg = relay_config(data_dir.path())?;
             if let Some(url) = server_rt.block_on(fresh_postgres_database())? {
@@ -236,7 +261,7 @@ fn run_scenario(
             let relay = Relay::builder(cfg).namespace(format!("bench{conns}"));
             let task = server_rt
                 .spawn(async move { relay.start(listener, stop).await.map_err(|e| e.to_string()) });
-            (task, Some(db))
+            (task, Some(db), addr)
         }
         Target::Bare => {
             let task = server_rt.spawn(async move {
@@ -245,12 +270,16 @@ fn run_scenario(
                     .await
                     .map_err(|e| e.to_string())
             });
-            (task, None)
+            (task, None, addr)
         }
     };
     server_rt
         .block_on(wait_ready(addr))
         .map_err(|e| format!("server did not become ready: {e}"))?;
+    let rss_before_kib = match &child {
+        Some(c) => c.status_kib("VmRSS").unwrap_or(0),
+        None => rss_before_kib,
+    };
 
     let load = {
         let seq = Arc::clone(seq);
@@ -268,8 +297,19 @@ fn run_scenario(
             .join()
             .map_err(|_| "the load generator panicked".to_string())??
     };
-    let rss_after_kib = proc_status_kib("VmRSS").unwrap_or(0);
-    let rss_peak_kib = proc_status_kib("VmHWM").unwrap_or(0);
+    let (rss_after_kib, rss_peak_kib) = match &child {
+        Some(c) => (
+            c.status_kib("VmRSS").unwrap_or(0),
+            c.status_kib("VmHWM").unwrap_or(0),
+        ),
+        None => (
+            proc_status_kib("VmRSS").unwrap_or(0),
+            proc_status_kib("VmHWM").unwrap_or(0),
+        ),
+    };
+    if let Some(c) = child {
+        c.stop()?;
+    }
 
     // The load generator's connections are closed (its runtime is gone), so the graceful
     // stop does not wait on idle keep-alive connections.
@@ -309,8 +349,19 @@ fn run_scenario(
 }
 
 fn relay_config(data_dir: &Path) -> Result<Config, String> {
+    let text = relay_config_text(data_dir);
+    // No environment: the bench must not pick up a developer's RELAYARR_* overrides.
+    Config::from_toml_str("ingest_load bench", &text, std::iter::empty()).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+fn relay_config_text(data_dir: &Path) -> String {
     let dir = toml::Value::String(data_dir.display().to_string());
-    let text = format!(
+    format!(
         r#"
 [server]
 data_dir = {dir}
@@ -321,14 +372,7 @@ name = "sonarr"
 kind = "sonarr"
 auth = {{ basic = {{ username = "sonarr", password = "Pa55w0rd!" }} }}
 "#
-    );
-    // No environment: the bench must not pick up a developer's RELAYARR_* overrides.
-    Config::from_toml_str("ingest_load bench", &text, std::env::vars()).map_err(|errs| {
-        errs.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    )
 }
 
 /// The comparison target: routing, body read and JSON parse, nothing stored.
@@ -900,10 +944,19 @@ fn print_preamble(settings: &Settings) {
         "- logging: no tracing subscriber is installed, so relayarr's log calls are no-ops; \
          every non-202 answer is counted as an error instead"
     );
-    println!(
-        "- RSS: client and server run in one process, so every RSS figure covers both; the \
-         peak (VmHWM) is reset before each scenario"
-    );
+    if settings.child {
+        println!(
+            "- RSS: relayarr runs as a child process (RELAYARR_BENCH_SERVER=process, the real \
+             binary, its default runtime, RELAYARR_LOG=warn), so its RSS figures are its own; \
+             the bare handler's still include the load generator"
+        );
+    } else {
+        println!(
+            "- RSS: client and server run in one process, so every RSS figure covers both; the \
+             peak (VmHWM) is reset before each scenario (RELAYARR_BENCH_SERVER=process runs \
+             relayarr apart)"
+        );
+    }
     println!();
 }
 

@@ -315,6 +315,20 @@ impl Config {
                 "remove it to use the default of 512",
             ));
         }
+        if self.store.pool_size == 0 {
+            errs.push(ConfigError::invalid(
+                "store.pool_size",
+                "must be greater than 0",
+                "remove it to use the default of 8 connections",
+            ));
+        }
+        if self.store.lease < std::time::Duration::from_secs(1) {
+            errs.push(ConfigError::invalid(
+                "store.lease",
+                "must be at least 1s (heartbeats run every third of it)",
+                "remove it to use the default of 30s",
+            ));
+        }
         if self.supervision.max_restarts == 0 {
             errs.push(ConfigError::invalid(
                 "supervision.max_restarts",
@@ -1096,6 +1110,18 @@ events = { paths = ["/tv/[unclosed"] }
         assert!(msg.contains("max_bach"), "{msg}");
         let errs = load(BASE, &[("RELAYARR_SERVER__LISTNE", "x")]).expect_err("unknown env key");
         assert!(messages(errs).contains("listne"));
+    }
+
+    #[test]
+    fn config_rejects_an_empty_pool_and_a_tiny_lease() {
+        let errs = load(
+            &format!("{BASE}\n[store]\npool_size = 0\nlease = \"200ms\"\n"),
+            &[],
+        )
+        .expect_err("invalid store settings");
+        let msg = messages(errs);
+        assert!(msg.contains("store.pool_size"), "{msg}");
+        assert!(msg.contains("store.lease"), "{msg}");
     }
 
     #[test]

@@ -14,8 +14,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::delivery::share::Share;
 use crate::delivery::worker::WorkerMsg;
+use crate::router::RouterMsg;
 use crate::store::Store;
-use crate::system::TargetRegistry;
+use crate::system::{Names, TargetRegistry};
 
 #[derive(Clone)]
 pub struct ClusterArgs {
@@ -23,6 +24,7 @@ pub struct ClusterArgs {
     pub targets: Arc<TargetRegistry>,
     /// How long a silent instance's claims hold; heartbeats go out three times per lease.
     pub lease: Duration,
+    pub names: Names,
 }
 
 pub enum ClusterMsg {
@@ -52,7 +54,11 @@ impl ClusterActor {
                     tracing::warn!(instance = %me, "heartbeat written again; this instance delivers again");
                 }
                 if live != st.live {
-                    tracing::info!(instance = %me, live = ?live, "live instances changed");
+                    let gone: Vec<&String> = st.live.iter().filter(|i| !live.contains(i)).collect();
+                    tracing::info!(instance = %me, live = ?live, gone = ?gone, "live instances changed");
+                    if !gone.is_empty() {
+                        Self::adopt_unrouted(st);
+                    }
                     st.live = live;
                 }
                 st.share = Share::among(&st.live, &me);
@@ -71,6 +77,24 @@ impl ClusterActor {
             if let Some(w) = ActorRef::<WorkerMsg>::where_is(t.route.actor.clone()) {
                 let _ = w.cast(WorkerMsg::SetShare(share));
             }
+        }
+    }
+}
+
+impl ClusterActor {
+    /// An instance left or lapsed: the events it committed but had not routed yet are routed
+    /// here now, not at the next periodic sweep. Its last heartbeat is at least two thirds of
+    /// a lease old by the time it drops out of the live list, and so is everything it
+    /// committed; events younger than half a lease are on their way through some live
+    /// instance's own path and are left to it. Routing an event twice creates nothing twice.
+    fn adopt_unrouted(st: &ClusterState) {
+        match ActorRef::<RouterMsg>::where_is(st.args.names.router()) {
+            Some(router) => {
+                let _ = router.cast(RouterMsg::Recover(st.args.lease / 2));
+            }
+            None => tracing::warn!(
+                "router unavailable; its periodic sweep will route a departed instance's events"
+            ),
         }
     }
 }

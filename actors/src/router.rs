@@ -72,6 +72,8 @@ pub enum RouterMsg {
     FlushRoutes,
     /// Timer: route events the normal path missed.
     Sweep,
+    /// Route the unrouted events older than this now (another instance went away).
+    Recover(Duration),
 }
 
 #[derive(Clone)]
@@ -311,6 +313,16 @@ impl Actor for RouterActor {
                 }
             }
             RouterMsg::Sweep => Self::sweep(st).await,
+            RouterMsg::Recover(older_than) => match Self::recover(st, older_than).await {
+                Ok(n) => tracing::info!(
+                    recovered = n,
+                    older_than_ms = older_than.as_millis() as u64,
+                    "routed the events a departed instance left unrouted"
+                ),
+                Err(error) => {
+                    tracing::error!(%error, "could not route a departed instance's events; the next sweep retries")
+                }
+            },
         }
         Ok(())
     }

@@ -453,6 +453,7 @@ pub async fn start_system(
                 store: Arc::clone(&cfg.store),
                 targets: Arc::clone(&cfg.targets),
                 lease: cfg.lease,
+                names: names.clone(),
             },
         }),
         Arc::new(ActorSpec {

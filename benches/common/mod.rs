@@ -145,3 +145,93 @@ pub async fn fresh_postgres_database() -> Result<Option<String>, String> {
         .map_err(|e| format!("create {name}: {e}"))?;
     Ok(Some(format!("{base}/{name}")))
 }
+
+/// Where the server under test runs: `RELAYARR_BENCH_SERVER=process` runs the real
+/// `relayarr` binary as a child process, so its RSS and CPU are its own and not shared with
+/// the load generator and the sinks; anything else (the default) runs it in-process.
+pub fn server_in_child() -> bool {
+    std::env::var("RELAYARR_BENCH_SERVER").is_ok_and(|v| v.eq_ignore_ascii_case("process"))
+}
+
+/// The `relayarr` binary under test, run as a child process with a config file.
+pub struct ChildServer {
+    child: std::process::Child,
+    /// Where it listens (a port that was free a moment before it started).
+    pub addr: SocketAddr,
+}
+
+impl ChildServer {
+    /// Writes `config` (TOML without `[server] listen`, which is added here) next to the
+    /// data dir and starts `relayarr run` on it. Logging is `warn`: the per-event `info`
+    /// lines would otherwise go to a pipe nobody reads and be part of the measurement.
+    pub fn spawn(config: &str, dir: &std::path::Path) -> Result<Self, String> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("free port: {e}"))?;
+        let text = config.replacen("[server]\n", &format!("[server]\nlisten = \"{addr}\"\n"), 1);
+        if !text.contains("listen =") {
+            return Err("the bench config has no [server] section".into());
+        }
+        let path = dir.join("relayarr-bench.toml");
+        std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+        let log = std::fs::File::create(dir.join("relayarr-bench.log"))
+            .map_err(|e| format!("log file: {e}"))?;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_relayarr"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env_clear()
+            // Allocator knobs (MIMALLOC_*) pass through, for memory experiments.
+            .envs(std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_")))
+            .env("RELAYARR_LOG", "warn")
+            .stdout(log.try_clone().map_err(|e| format!("log file: {e}"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("start relayarr: {e}"))?;
+        Ok(ChildServer { child, addr })
+    }
+
+    /// A `kB` line of the child's `/proc/PID/status` (`VmHWM`: its peak RSS).
+    pub fn status_kib(&self, key: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status.lines().find_map(|line| {
+            let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+            rest.trim().strip_suffix("kB")?.trim().parse().ok()
+        })
+    }
+
+    /// The child's CPU time so far (user + system), in seconds.
+    pub fn cpu_s(&self) -> f64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
+            return 0.0;
+        };
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15: indexes 11 and 12 counting from the state (3).
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// SIGTERM (a graceful drain), then waits up to 30 s for the exit.
+    pub fn stop(mut self) -> Result<(), String> {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("relayarr exited with {status}")),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    return Err("relayarr did not stop within 30 s of SIGTERM".into());
+                }
+            }
+        }
+    }
+}

@@ -397,6 +397,18 @@ pub struct DeliveryCounts {
     pub failed: u64,
 }
 
+impl DeliveryCounts {
+    /// Adds `n` rows in `state` (a stored state name); every non-final, non-success state
+    /// other than `pending` counts as failed.
+    pub fn add(&mut self, state: &str, n: u64) {
+        match state {
+            "pending" => self.pending += n,
+            "succeeded" => self.succeeded += n,
+            _ => self.failed += n,
+        }
+    }
+}
+
 /// The pending deliveries of one target, for the queue gauges of `/metrics`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PendingSummary {
@@ -464,9 +476,8 @@ pub struct EventFilter {
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct TargetCounts {
     pub target: String,
-    pub pending: u64,
-    pub succeeded: u64,
-    pub failed: u64,
+    #[serde(flatten)]
+    pub counts: DeliveryCounts,
 }
 
 /// One row of the events list.
@@ -784,12 +795,7 @@ pub(crate) fn count_into(counts: &mut Vec<TargetCounts>, target: &str, state: &s
             counts.len() - 1
         }
     };
-    let c = &mut counts[i];
-    match state {
-        "pending" => c.pending += n,
-        "succeeded" => c.succeeded += n,
-        _ => c.failed += n,
-    }
+    counts[i].counts.add(state, n);
 }
 
 /// Formats unix milliseconds as RFC 3339 UTC.

@@ -1662,11 +1662,7 @@ impl DeliveryQueue for PostgresStore {
             {
                 let state: String = col(&r, 0)?;
                 let n = to_u64(col(&r, 1)?);
-                match state.as_str() {
-                    "pending" => counts.pending = n,
-                    "succeeded" => counts.succeeded = n,
-                    _ => counts.failed += n,
-                }
+                counts.add(&state, n);
             }
             Ok(counts)
         }

@@ -1701,11 +1701,7 @@ impl DeliveryQueue for SqliteStore {
             for row in rows {
                 let (state, n) = row?;
                 let n = u64::try_from(n).unwrap_or(0);
-                match state.as_str() {
-                    "pending" => counts.pending = n,
-                    "succeeded" => counts.succeeded = n,
-                    _ => counts.failed += n,
-                }
+                counts.add(&state, n);
             }
             Ok(counts)
         })
