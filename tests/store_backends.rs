@@ -1271,7 +1271,14 @@ async fn check_list_events(b: Backend) {
             .expect("listed")
             .deliveries
             .iter()
-            .map(|c| (c.target.clone(), c.counts.pending, c.counts.succeeded, c.counts.failed))
+            .map(|c| {
+                (
+                    c.target.clone(),
+                    c.counts.pending,
+                    c.counts.succeeded,
+                    c.counts.failed,
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(counts(seqs[0]), vec![("h".to_owned(), 1, 0, 0)]);

@@ -1,7 +1,9 @@
-//! The history recorder: batches writes of what happened to requests and deliveries, and
-//! owns retention. It records rejected requests (bounded in the store) and every delivery
-//! attempt (hook, event, attempt number, time, status or error, latency, and 1 KiB excerpts
-//! of request and response bodies, secrets redacted by the hook before they get here).
+//! The history recorder: batches writes of rejected requests (bounded in the store), and
+//! owns the retention of delivery attempts. The attempts themselves (hook, event, attempt
+//! number, time, status or error, latency, and 1 KiB excerpts of request and response
+//! bodies, secrets redacted by the hook) are written by each target's ordered writer,
+//! together with the outcomes they led to (`delivery::shared::WriteOp::Outcomes`): none is
+//! dropped, and the memory they take waits within the target's window.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{now_ms, Attempt, Rejection, Store};
+use crate::store::{now_ms, Rejection, Store};
 
 /// `[history]`: how long attempts are kept.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +39,6 @@ impl Default for HistoryConfig {
 
 pub enum HistoryMsg {
     Rejected(Rejection),
-    Attempt(Attempt),
     /// Timer: write what is buffered.
     Flush,
     /// Timer: apply retention.
@@ -54,7 +55,6 @@ pub struct HistoryState {
     store: Arc<dyn Store>,
     cfg: HistoryConfig,
     rejections: Vec<Rejection>,
-    attempts: Vec<Attempt>,
     dropped: u64,
 }
 
@@ -80,16 +80,10 @@ impl HistoryActor {
                 tracing::error!(%error, "could not record rejections");
             }
         }
-        if !st.attempts.is_empty() {
-            let rows = std::mem::take(&mut st.attempts);
-            if let Err(error) = st.store.record_attempts(rows).await {
-                tracing::error!(%error, "could not record delivery attempts");
-            }
-        }
     }
 
     fn buffered(st: &HistoryState) -> usize {
-        st.rejections.len() + st.attempts.len()
+        st.rejections.len()
     }
 }
 
@@ -109,7 +103,6 @@ impl Actor for HistoryActor {
             store: args.store,
             cfg: args.cfg,
             rejections: Vec::new(),
-            attempts: Vec::new(),
             dropped: 0,
         })
     }
@@ -122,8 +115,7 @@ impl Actor for HistoryActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             HistoryMsg::Rejected(r) if Self::buffered(st) < BUFFER_MAX => st.rejections.push(r),
-            HistoryMsg::Attempt(a) if Self::buffered(st) < BUFFER_MAX => st.attempts.push(a),
-            HistoryMsg::Rejected(_) | HistoryMsg::Attempt(_) => st.dropped += 1,
+            HistoryMsg::Rejected(_) => st.dropped += 1,
             HistoryMsg::Flush => Self::flush(st).await,
             HistoryMsg::Prune => {
                 let cutoff =

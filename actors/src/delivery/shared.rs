@@ -24,7 +24,9 @@ use tokio::sync::mpsc;
 use super::share::Share;
 use super::worker::WorkerMsg;
 use super::{AttemptClass, AttemptResult, Job, Rate};
-use crate::store::{now_ms, DeliveryUpdate, HookOverrides, ReplayScope, Store, StoreError};
+use crate::store::{
+    now_ms, Attempt, DeliveryUpdate, HookOverrides, ReplayScope, Store, StoreError,
+};
 
 /// A finished attempt, waiting for the worker to record it.
 pub struct Finished {
@@ -176,7 +178,11 @@ impl SharedState {
 
 /// One store operation of a target, performed in order by its writer.
 pub enum WriteOp {
-    Outcomes(Vec<DeliveryUpdate>),
+    /// Outcomes, and the attempts that led to them (recorded first). Carried here rather
+    /// than through a separate recorder, every attempt is written (never dropped when a
+    /// buffer is full), and the window's count of unwritten rows holds them back: the memory
+    /// they take is bounded by the window, however slow the store is.
+    Outcomes(Vec<DeliveryUpdate>, Vec<Attempt>),
     Overrides(HookOverrides),
     /// Make deliveries pending again; the ids go back to the worker as `Replayed`.
     Requeue(ReplayScope, Option<RpcReplyPort<Result<usize, String>>>),
@@ -309,11 +315,14 @@ async fn run_writer(
         let Some(sh) = shared.upgrade() else { return };
         let target = sh.target.clone();
         match op {
-            WriteOp::Outcomes(mut updates) => {
+            WriteOp::Outcomes(mut updates, mut attempts) => {
                 // Consecutive outcome batches become one write.
                 while let Ok(op) = rx.try_recv() {
                     match op {
-                        WriteOp::Outcomes(more) => updates.extend(more),
+                        WriteOp::Outcomes(more, more_attempts) => {
+                            updates.extend(more);
+                            attempts.extend(more_attempts);
+                        }
                         other => {
                             next = Some(other);
                             break;
@@ -321,6 +330,17 @@ async fn run_writer(
                     }
                 }
                 let ids: Vec<i64> = updates.iter().map(DeliveryUpdate::id).collect();
+                // Attempts first: a crash in between resends the delivery, which then shows
+                // one more attempt; never an outcome without the attempt behind it.
+                if !attempts.is_empty() {
+                    let res = until_written(&target, "delivery attempts", || {
+                        store.record_attempts(attempts.clone())
+                    })
+                    .await;
+                    if let Err(error) = res {
+                        tracing::warn!(target_name = %target, %error, attempts = attempts.len(), "attempts not recorded (the store is closing)");
+                    }
+                }
                 let res = until_written(&target, "delivery outcomes", || {
                     store.update_deliveries(updates.clone())
                 })

@@ -18,7 +18,6 @@ use super::share::Share;
 use super::shared::{Finished, Limits, Shared, WriteOp};
 use super::window::{may_start, Window, WINDOW};
 use super::{Executor, Job, Rate, TargetPolicy, TargetStats};
-use crate::history::HistoryMsg;
 use crate::store::{now_ms, Attempt, Delivery, HookOverrides, ReplayScope, Store};
 use crate::system::Names;
 
@@ -208,7 +207,7 @@ fn defaults(p: &TargetPolicy) -> Limits {
 impl DeliveryWorker {
     fn pump(me: &ActorRef<WorkerMsg>, st: &mut WorkerState) {
         while !st.window.is_empty() {
-            let (limiter, cap, enabled, in_flight) = {
+            let (limiter, cap, enabled, in_flight, unwritten) = {
                 let sh = st.shared().lock();
                 let enabled = sh.limits.as_ref().is_none_or(|l| l.enabled);
                 (
@@ -216,9 +215,13 @@ impl DeliveryWorker {
                     sh.effective_cap(),
                     enabled,
                     sh.in_flight.len(),
+                    sh.unwritten.len(),
                 )
             };
-            if !may_start(in_flight, cap, enabled, st.draining) {
+            // Backpressure from the store: finished attempts wait in memory until their
+            // outcomes are written, so a target whose writes lag a whole window behind starts
+            // nothing more until they catch up (`Flushed` pumps again).
+            if !may_start(in_flight, cap, enabled, st.draining) || unwritten >= WINDOW {
                 break;
             }
             if let Some(l) = limiter {
@@ -307,7 +310,7 @@ impl DeliveryWorker {
             return;
         }
         let mut updates = Vec::with_capacity(finished.len());
-        let history = ActorRef::<HistoryMsg>::where_is(st.args.names.history());
+        let mut attempts = Vec::with_capacity(finished.len());
         for f in finished {
             let riders = f.riders.iter().map(|d| (d, false));
             for (d, primary) in std::iter::once((&f.job.delivery, true)).chain(riders) {
@@ -371,21 +374,19 @@ impl DeliveryWorker {
                     latency_ms = r.latency.as_millis() as u64,
                     "delivery attempt"
                 );
-                if let Some(h) = &history {
-                    let _ = h.cast(HistoryMsg::Attempt(Attempt {
-                        delivery_id: d.id,
-                        hook: st.name().to_owned(),
-                        event_id: d.event_id.clone(),
-                        webhook_id: d.webhook_id.clone(),
-                        attempt: d.attempts + 1,
-                        started_at_ms: r.started_at_ms,
-                        latency_ms: u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX),
-                        status: r.status,
-                        error: r.error.clone(),
-                        request_excerpt: f.result.request_excerpt.clone(),
-                        response_excerpt: f.result.response_excerpt.clone(),
-                    }));
-                }
+                attempts.push(Attempt {
+                    delivery_id: d.id,
+                    hook: st.name().to_owned(),
+                    event_id: d.event_id.clone(),
+                    webhook_id: d.webhook_id.clone(),
+                    attempt: d.attempts + 1,
+                    started_at_ms: r.started_at_ms,
+                    latency_ms: u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX),
+                    status: r.status,
+                    error: r.error.clone(),
+                    request_excerpt: f.result.request_excerpt.clone(),
+                    response_excerpt: f.result.response_excerpt.clone(),
+                });
                 if let Some(delay) = decision.wake_in {
                     st.wake_at(me, delay);
                 }
@@ -395,7 +396,7 @@ impl DeliveryWorker {
                 updates.push(decision.update);
             }
         }
-        st.write(WriteOp::Outcomes(updates));
+        st.write(WriteOp::Outcomes(updates, attempts));
     }
 
     /// See [`SharedState::forget_flushed`](super::shared::SharedState::forget_flushed).
@@ -528,6 +529,7 @@ impl Actor for DeliveryWorker {
                 if !st.loading {
                     Self::forget_flushed(st, u64::MAX);
                 }
+                Self::pump(&me, st);
             }
             WorkerMsg::Replay(scope, reply) => {
                 tracing::info!(target_name = %st.name(), scope = ?scope, "replay requested");
