@@ -344,8 +344,8 @@ mod tests {
                 "https://***@example.com/hook",
             ),
             (
-                "http://gotify:80/message?token=abc",
-                "http://gotify:80/message?…",
+                "http://gotify:8080/message?token=abc",
+                "http://gotify:8080/message?…",
             ),
             (
                 "postgres://relayarr:pw@db:5432/relayarr?sslmode=require&password=x",
