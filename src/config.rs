@@ -691,11 +691,11 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
     } else {
         value.to_string()
     };
-    let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let mut path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
     let mut node = table;
     let mut i = 0;
     while i + 1 < path.len() {
-        let seg = &path[i];
+        let seg = path[i].clone();
         if ["source", "hook", "plex", "arr"].contains(&seg.as_str()) {
             let name = path.get(i + 1).cloned().unwrap_or_default();
             let sources = node
@@ -715,9 +715,30 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
                         "no [[{seg}]] named `{name}` (case-insensitive, `-` written as `_`)"
                     ))
                 })?;
+            if seg == "hook" && path.len() == i + 3 && path[i + 2] == "secret" {
+                // `RELAYARR_HOOK__<NAME>__SECRET`: the secret of the signing scheme the
+                // file configures, so a deployment need not repeat the scheme.
+                let scheme = signing_scheme(found).ok_or_else(|| {
+                    env_err(format!(
+                        "hook `{name}` has no `signing` to take the secret; configure \
+                         signing = {{ hmac = {{ secret = \"…\" }} }} (or standard) in the file, \
+                         or set RELAYARR_HOOK__{}__SIGNING__HMAC__SECRET",
+                        name.to_ascii_uppercase()
+                    ))
+                })?;
+                path.splice(i + 2..i + 3, ["signing".into(), scheme, "secret".into()]);
+            }
             node = found;
             i += 2;
             continue;
+        }
+        if seg == "signing" && path.len() == i + 3 {
+            // One scheme at a time: setting `signing.hmac.secret` replaces a `standard`
+            // scheme from the file instead of configuring both.
+            if let Some(signing) = node.get_mut("signing").and_then(|v| v.as_table_mut()) {
+                let scheme = path[i + 1].clone();
+                signing.retain(|k, _| *k == scheme);
+            }
         }
         let entry = node
             .entry(seg.clone())
@@ -727,12 +748,51 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
             .ok_or_else(|| env_err(format!("`{seg}` is not a table")))?;
         i += 1;
     }
-    let leaf = path
+    let mut leaf = path
         .get(i)
         .ok_or_else(|| env_err("names no key".into()))?
         .clone();
-    node.insert(leaf, parse_env_value(&value));
+    let in_headers = i > 0 && path[i - 1] == "headers";
+    if in_headers {
+        // Header names are case-insensitive and variable names cannot hold `-`: override
+        // the configured header that matches, or add one with `-` for `_`.
+        leaf = node
+            .keys()
+            .find(|k| k.to_ascii_lowercase().replace('-', "_") == leaf)
+            .cloned()
+            .unwrap_or_else(|| leaf.replace('_', "-"));
+    }
+    // Secrets, URLs, names and header values are strings even when they look like a number
+    // or a boolean (`…_SECRET=12345`); so is a scalar that replaces a string from the file.
+    let parsed = parse_env_value(&value);
+    let replaces_string = node.get(&leaf).is_some_and(toml::Value::is_str)
+        && !matches!(parsed, toml::Value::Array(_) | toml::Value::Table(_));
+    let value =
+        if from_file || in_headers || STRING_KEYS.contains(&leaf.as_str()) || replaces_string {
+            toml::Value::String(value)
+        } else {
+            parsed
+        };
+    node.insert(leaf, value);
     Ok(())
+}
+
+/// Keys whose environment values are always strings, never parsed as TOML scalars.
+const STRING_KEYS: &[&str] = &[
+    "secret",
+    "password",
+    "token",
+    "api_key",
+    "admin_token",
+    "value",
+    "username",
+    "url",
+    "name",
+];
+
+/// The signing scheme a `[[hook]]` table configures (`hmac` or `standard`), if any.
+fn signing_scheme(hook: &toml::Table) -> Option<String> {
+    hook.get("signing")?.as_table()?.keys().next().cloned()
 }
 
 /// Env values are TOML scalars when they parse as one (numbers, booleans, arrays), else strings.
@@ -826,6 +886,7 @@ fn type_errors(origin: &str, table: &mut toml::Table) -> Vec<ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use relayarr_actors::hooks::config::Signing;
 
     const BASE: &str = r#"
 [server]
@@ -1081,6 +1142,132 @@ events = { paths = ["/tv/[unclosed"] }
             Some(AuthConfig::Basic { password, .. }) => assert_eq!(password.expose(), "overridden"),
             other => panic!("unexpected auth {other:?}"),
         }
+    }
+
+    const HOOKS: &str = r#"
+[[hook]]
+name = "my-cms"
+url = "https://cms.example/hook"
+headers = { "X-Api-Key" = "from-the-file" }
+signing = { standard = { secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } }
+
+[[hook]]
+name = "discord"
+url = "https://discord.com/api/webhooks/1/a"
+"#;
+
+    #[test]
+    fn config_env_overrides_every_hook_key_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("cms_secret");
+        std::fs::write(&f, "hmac-secret-from-a-file\n").expect("write");
+        let cfg = load(
+            HOOKS,
+            &[
+                ("RELAYARR_HOOK__MY_CMS__URL", "https://cms.example/other"),
+                ("RELAYARR_HOOK__MY_CMS__ENABLED", "false"),
+                ("RELAYARR_HOOK__MY_CMS__MAX_IN_FLIGHT", "8"),
+                ("RELAYARR_HOOK__MY_CMS__RATE", "10/s"),
+                ("RELAYARR_HOOK__MY_CMS__HEADERS__X_API_KEY", "12345"),
+                ("RELAYARR_HOOK__MY_CMS__HEADERS__X_TENANT", "true"),
+                (
+                    "RELAYARR_HOOK__MY_CMS__SIGNING__HMAC__SECRET_FILE",
+                    f.to_str().expect("utf8"),
+                ),
+                // A secret that looks like a number stays a string.
+                ("RELAYARR_HOOK__DISCORD__SIGNING__HMAC__SECRET", "12345"),
+            ],
+        )
+        .map_err(messages)
+        .expect("valid");
+        let cms = &cfg.hooks[0];
+        assert_eq!(cms.url, "https://cms.example/other");
+        assert!(!cms.enabled);
+        assert_eq!(cms.max_in_flight.get(), 8);
+        assert_eq!(
+            cms.rate.map(|r| (r.count.get(), r.per)),
+            Some((10, Duration::from_secs(1)))
+        );
+        // The configured header is overridden (not a second `x_api_key` added).
+        assert_eq!(cms.headers.len(), 2, "{:?}", cms.headers.keys());
+        assert_eq!(cms.headers["X-Api-Key"], "12345");
+        assert_eq!(cms.headers["x-tenant"], "true");
+        // Setting the hmac secret replaces the file's standard scheme.
+        match &cms.signing {
+            Some(Signing::Hmac { secret }) => {
+                assert_eq!(secret.expose(), "hmac-secret-from-a-file")
+            }
+            other => panic!("unexpected signing {other:?}"),
+        }
+        match &cfg.hooks[1].signing {
+            Some(Signing::Hmac { secret }) => assert_eq!(secret.expose(), "12345"),
+            other => panic!("unexpected signing {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_env_hook_secret_shorthand_uses_the_configured_scheme() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "whsec_c2VjcmV0LWZyb20tZmlsZQ==\n").expect("write");
+        let cfg = load(
+            HOOKS,
+            &[(
+                "RELAYARR_HOOK__MY_CMS__SECRET_FILE",
+                f.to_str().expect("utf8"),
+            )],
+        )
+        .map_err(messages)
+        .expect("valid");
+        match &cfg.hooks[0].signing {
+            Some(Signing::Standard { secret }) => {
+                assert_eq!(secret.expose(), "whsec_c2VjcmV0LWZyb20tZmlsZQ==")
+            }
+            other => panic!("unexpected signing {other:?}"),
+        }
+        // A hook without signing cannot take a bare secret: the error says what to set.
+        let msg = messages(
+            load(HOOKS, &[("RELAYARR_HOOK__DISCORD__SECRET", "x")]).expect_err("no scheme"),
+        );
+        assert!(msg.contains("RELAYARR_HOOK__DISCORD__SECRET"), "{msg}");
+        assert!(
+            msg.contains("RELAYARR_HOOK__DISCORD__SIGNING__HMAC__SECRET"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn config_env_unknown_hook_or_plex_is_an_error_naming_the_variable() {
+        let msg = messages(
+            load(HOOKS, &[("RELAYARR_HOOK__NOPE__URL", "http://x")]).expect_err("unknown hook"),
+        );
+        assert!(
+            msg.contains("environment variable RELAYARR_HOOK__NOPE__URL"),
+            "{msg}"
+        );
+        assert!(msg.contains("no [[hook]] named `nope`"), "{msg}");
+        let msg =
+            messages(load(BASE, &[("RELAYARR_PLEX__HOME__TOKEN", "t")]).expect_err("no plex"));
+        assert!(msg.contains("RELAYARR_PLEX__HOME__TOKEN"), "{msg}");
+    }
+
+    #[test]
+    fn config_env_overrides_plex_url_and_numeric_token() {
+        let text = "[[plex]]\nname = \"home\"\nurl = \"http://plex:32400\"\ntoken = \"t\"\n";
+        let cfg = load(
+            text,
+            &[
+                ("RELAYARR_PLEX__HOME__URL", "http://10.0.0.5:32400"),
+                ("RELAYARR_PLEX__HOME__TOKEN", "1234567890"),
+            ],
+        )
+        .map_err(messages)
+        .expect("valid");
+        assert_eq!(cfg.plex[0].url, "http://10.0.0.5:32400");
+        assert_eq!(
+            cfg.plex[0].token.as_ref().map(Secret::expose),
+            Some("1234567890")
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use relayarr_actors::hooks::delivery::{send_once, AttemptResult, CompiledHook};
 use relayarr_actors::hooks::format::{sample_event, EventEnvelope};
 use relayarr_actors::hooks::net;
 use relayarr_actors::hooks::signing::webhook_id;
+use relayarr_actors::redact::mask_url;
 use relayarr_actors::store::now_ms;
 
 use crate::config::Config;
@@ -15,6 +16,7 @@ use crate::config::Config;
 #[derive(Debug)]
 pub struct TestHookReport {
     pub hook: String,
+    /// The hook's URL, masked (tokens in its path, query or user info are not shown).
     pub url: String,
     pub result: AttemptResult,
 }
@@ -75,7 +77,7 @@ pub async fn fire_sample(hook: &CompiledHook, strict: bool) -> Result<TestHookRe
     let result = send_once(hook, &client, &envelope, Some(&raw), &wid).await;
     Ok(TestHookReport {
         hook: name.to_owned(),
-        url: hook.url.to_string(),
+        url: mask_url(hook.url.as_str()),
         result,
     })
 }

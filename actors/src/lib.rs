@@ -12,6 +12,7 @@ pub mod model;
 pub mod pathmap;
 pub mod plex;
 pub mod pollers;
+pub mod redact;
 pub mod router;
 pub mod sources;
 pub mod store;

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use super::filter::EventFilter;
 use super::retry::{Rate, RetryPolicy};
+use crate::redact::mask_url;
 use crate::sources::auth::Secret;
 
-/// One outbound hook.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// One outbound hook. `Debug` masks the URL and header values (see [`HookConfig::masked`]).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HookConfig {
     /// Unique name (letters, digits, `-`, `_`); the actor is `hook:{name}`.
@@ -80,6 +81,40 @@ pub struct HookConfig {
     pub debounce_key: crate::debounce::DebounceKey,
 }
 
+// By hand: the URL may hold a token and header values are credentials, and configs end up
+// in logs (the signing secret is a `Secret`, which masks itself).
+impl std::fmt::Debug for HookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: BTreeMap<&str, &str> = self
+            .headers
+            .keys()
+            .map(|k| (k.as_str(), crate::redact::REDACTED))
+            .collect();
+        f.debug_struct("HookConfig")
+            .field("name", &self.name)
+            .field("url", &mask_url(&self.url))
+            .field("method", &self.method)
+            .field("headers", &headers)
+            .field("timeout", &self.timeout)
+            .field("events", &self.events)
+            .field("format", &self.format)
+            .field("template", &self.template)
+            .field("content_type", &self.content_type)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("rate", &self.rate)
+            .field("burst", &self.burst)
+            .field("retry", &self.retry)
+            .field("retry_base", &self.retry_base)
+            .field("retry_cap", &self.retry_cap)
+            .field("signing", &self.signing)
+            .field("disable_after", &self.disable_after)
+            .field("enabled", &self.enabled)
+            .field("debounce", &self.debounce)
+            .field("debounce_key", &self.debounce_key)
+            .finish()
+    }
+}
+
 impl HookConfig {
     /// The config as the admin API shows it: header values and the signing secret are
     /// redacted, and the URL keeps only its scheme, host, port and first path segment
@@ -88,37 +123,13 @@ impl HookConfig {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         if let Some(h) = v.get_mut("headers").and_then(|h| h.as_object_mut()) {
             for value in h.values_mut() {
-                *value = "<redacted>".into();
+                *value = crate::redact::REDACTED.into();
             }
         }
         if let Some(url) = v.get_mut("url") {
             *url = mask_url(&self.url).into();
         }
         v
-    }
-}
-
-/// `https://discord.com/api/webhooks/ID/TOKEN?x=1` → `https://discord.com/api/…`.
-pub fn mask_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => {
-            let host = u.host_str().unwrap_or_default();
-            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            let mut segments = u
-                .path_segments()
-                .into_iter()
-                .flatten()
-                .filter(|s| !s.is_empty());
-            let first = segments.next();
-            let more = segments.next().is_some() || u.query().is_some();
-            let path = match (first, more) {
-                (Some(f), true) => format!("/{f}/…"),
-                (Some(f), false) => format!("/{f}"),
-                (None, _) => String::new(),
-            };
-            format!("{}://{host}{port}{path}", u.scheme())
-        }
-        Err(_) => "<not a URL>".into(),
     }
 }
 
@@ -201,7 +212,7 @@ signing = { hmac = { secret = "s3cr3t-value" } }
 "#,
         )
         .expect("hook config");
-        let text = cfg.masked().to_string();
+        let text = format!("{} {cfg:?}", cfg.masked());
         for secret in ["SECRETTOKEN", "abc", "s3cr3t-value", "123", "wait"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }

@@ -9,20 +9,44 @@ use super::filter::CompiledFilter;
 use super::format::{compile_template, render, CompiledTemplate, EventEnvelope};
 use super::net::check_url;
 use super::retry::parse_retry_after;
-use super::signing::sign_headers;
+use super::signing::{sign_headers, RELAYARR_SIGNATURE, WEBHOOK_SIGNATURE};
+use crate::redact::{mask_url, url_secrets, Redactor};
 
 /// Bytes of request and response bodies kept in history.
 pub const EXCERPT_BYTES: usize = 1024;
 
-/// A hook's config, validated and with its filter and template compiled once.
-#[derive(Debug)]
+/// Headers whose values describe the request and never carry a credential; every other
+/// configured header's value is treated as a secret.
+const PLAIN_HEADERS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "content-language",
+    "content-type",
+    "user-agent",
+];
+
+/// A hook's config, validated and with its filter and template compiled once. `Debug` masks
+/// the URL and shows no secret.
 pub struct CompiledHook {
     pub cfg: HookConfig,
     pub url: reqwest::Url,
     pub filter: CompiledFilter,
     pub template: Option<CompiledTemplate>,
-    /// Secret values (header values, signing secret) never written to history.
-    secrets: Vec<String>,
+    /// Secret values (header values, signing secret, URL tokens) never written to history.
+    redactor: Redactor,
+}
+
+impl std::fmt::Debug for CompiledHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledHook")
+            .field("cfg", &self.cfg)
+            .field("url", &mask_url(self.url.as_str()))
+            .field("template", &self.template.is_some())
+            .field("redactor", &self.redactor)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a hook's config is unusable; each names the key and the fix.
@@ -44,7 +68,7 @@ impl CompiledHook {
             problem,
         };
         let url = reqwest::Url::parse(&cfg.url)
-            .map_err(|e| invalid("url", format!("`{}` is not a URL ({e})", cfg.url)))?;
+            .map_err(|e| invalid("url", format!("the value is not a URL ({e})")))?;
         check_url(&url, outbound.strict).map_err(|e| invalid("url", e.to_string()))?;
         let filter = cfg
             .events
@@ -72,37 +96,80 @@ impl CompiledHook {
             super::signing::standard_signature(secret.expose(), "msg_check", 0, b"")
                 .map_err(|e| invalid("signing", e.to_string()))?;
         }
-        let mut secrets: Vec<String> = cfg
-            .headers
-            .values()
-            .filter(|v| v.len() >= 6)
-            .cloned()
-            .collect();
-        match &cfg.signing {
-            Some(Signing::Standard { secret }) | Some(Signing::Hmac { secret }) => {
-                secrets.push(secret.expose().to_owned())
-            }
-            None => {}
-        }
+        let redactor = Redactor::new(hook_secrets(&cfg, &url));
         Ok(CompiledHook {
             cfg,
             url,
             filter,
             template,
-            secrets,
+            redactor,
         })
     }
 
     /// Replaces every secret in `text` with `<redacted>`.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "<redacted>");
+        self.redactor.redact(text)
+    }
+}
+
+/// Every value of a hook's config that must never reach history: the values of its headers
+/// (all but [`PLAIN_HEADERS`], whatever their length, and for `Authorization` also the
+/// credentials after the scheme), the signing secret (also without `whsec_`), and the
+/// token-like parts of its URL.
+fn hook_secrets(cfg: &HookConfig, url: &reqwest::Url) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, value) in &cfg.headers {
+        let lower = name.to_ascii_lowercase();
+        if PLAIN_HEADERS.contains(&lower.as_str()) {
+            continue;
+        }
+        let value = value.trim();
+        out.push(value.to_owned());
+        if lower.ends_with("authorization") {
+            if let Some((scheme, credentials)) = value.split_once(' ') {
+                let credentials = credentials.trim();
+                out.push(credentials.to_owned());
+                if scheme.eq_ignore_ascii_case("basic") {
+                    let decoded = base64::Engine::decode(
+                        &base64::engine::general_purpose::STANDARD,
+                        credentials,
+                    );
+                    if let Ok(plain) = decoded.map(String::from_utf8) {
+                        let plain = plain.unwrap_or_default();
+                        if let Some((_, password)) = plain.split_once(':') {
+                            out.push(password.to_owned());
+                        }
+                        out.push(plain);
+                    }
+                }
             }
         }
-        out
     }
+    if let Some(Signing::Standard { secret } | Signing::Hmac { secret }) = &cfg.signing {
+        let secret = secret.expose();
+        out.push(secret.to_owned());
+        if let Some(bare) = secret.trim().strip_prefix("whsec_") {
+            out.push(bare.to_owned());
+        }
+    }
+    out.extend(url_secrets(url));
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// The values of signature headers, whole and without their `v1,` or `sha256=` prefix: a
+/// receiver that echoes its request must not put them in history either.
+fn signature_values(headers: &[(&'static str, String)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        if *name == WEBHOOK_SIGNATURE || *name == RELAYARR_SIGNATURE {
+            out.push(value.clone());
+            if let Some((_, sig)) = value.split_once([',', '=']) {
+                out.push(sig.to_owned());
+            }
+        }
+    }
+    out
 }
 
 /// What one attempt produced.
@@ -130,7 +197,7 @@ pub async fn send_once(
     let started = Instant::now();
     let fail = |error: String, request_excerpt: String| AttemptResult {
         status: None,
-        error: Some(error),
+        error: Some(hook.redact(&error)),
         started_at_ms,
         latency: started.elapsed(),
         retry_after: None,
@@ -147,8 +214,24 @@ pub async fn send_once(
         Ok(r) => r,
         Err(e) => return fail(format!("cannot render the body: {e}"), String::new()),
     };
-    let request_excerpt = hook.redact(&excerpt(&rendered.body));
     let timestamp = started_at_ms / 1000;
+    let signed = match &hook.cfg.signing {
+        Some(signing) => match sign_headers(signing, webhook_id, timestamp, &rendered.body) {
+            Ok(headers) => Some(headers),
+            Err(e) => {
+                let request_excerpt = excerpt(&hook.redactor, &rendered.body, true);
+                return fail(format!("cannot sign: {e}"), request_excerpt);
+            }
+        },
+        None => None,
+    };
+    // Redacted before it is cut, so a cut never keeps the start of a secret; the signature
+    // of this very request is a secret too.
+    let mut redactor = hook.redactor.clone();
+    if let Some(headers) = &signed {
+        redactor.extend(signature_values(headers));
+    }
+    let request_excerpt = excerpt(&redactor, &rendered.body, true);
     let mut req = match hook.cfg.method {
         HookMethod::Post => client.post(hook.url.clone()),
         HookMethod::Put => client.put(hook.url.clone()),
@@ -158,15 +241,12 @@ pub async fn send_once(
     for (k, v) in &hook.cfg.headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    match &hook.cfg.signing {
-        Some(signing) => match sign_headers(signing, webhook_id, timestamp, &rendered.body) {
-            Ok(headers) => {
-                for (k, v) in headers {
-                    req = req.header(k, v);
-                }
+    match signed {
+        Some(headers) => {
+            for (k, v) in headers {
+                req = req.header(k, v);
             }
-            Err(e) => return fail(format!("cannot sign: {e}"), request_excerpt),
-        },
+        }
         None => {
             // Receivers can still deduplicate retries without signing.
             req = req
@@ -184,7 +264,7 @@ pub async fn send_once(
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-    let response_excerpt = read_excerpt(resp).await;
+    let response_excerpt = read_excerpt(resp, &redactor).await;
     AttemptResult {
         status: Some(status),
         error: None,
@@ -214,41 +294,152 @@ fn describe(e: &reqwest::Error) -> String {
     msg
 }
 
-/// Reads at most `EXCERPT_BYTES` of the response and drops the rest.
-async fn read_excerpt(mut resp: reqwest::Response) -> String {
+/// Reads the start of the response, enough to redact its first `EXCERPT_BYTES` (a secret
+/// starting there may run on for `redactor.lookahead()` bytes), and drops the rest.
+async fn read_excerpt(mut resp: reqwest::Response, redactor: &Redactor) -> String {
+    let limit = EXCERPT_BYTES + redactor.lookahead();
     let mut buf = Vec::new();
-    while buf.len() < EXCERPT_BYTES {
+    let mut complete = false;
+    while buf.len() < limit {
         match resp.chunk().await {
             Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-            _ => break,
+            Ok(None) => {
+                complete = true;
+                break;
+            }
+            Err(_) => break,
         }
     }
-    excerpt(&buf)
+    excerpt(redactor, &buf, complete)
 }
 
-/// The first `EXCERPT_BYTES` bytes as text, cut at a character boundary.
-pub fn excerpt(bytes: &[u8]) -> String {
-    let mut end = bytes.len().min(EXCERPT_BYTES);
+/// The first `EXCERPT_BYTES` of `bytes` as text, with every secret redacted *before* the
+/// cut (at a character boundary), so no part of a secret is kept. `complete` says whether
+/// `bytes` is the whole body or only its start.
+pub fn excerpt(redactor: &Redactor, bytes: &[u8], complete: bool) -> String {
+    let mut end = bytes.len();
     let text = loop {
         match std::str::from_utf8(&bytes[..end]) {
-            Ok(t) => break t.to_owned(),
+            Ok(t) => break std::borrow::Cow::Borrowed(t),
             Err(e) if e.error_len().is_none() && end > 0 => end = e.valid_up_to(),
-            Err(_) => break String::from_utf8_lossy(&bytes[..end]).into_owned(),
+            Err(_) => break String::from_utf8_lossy(&bytes[..end]),
         }
     };
-    text
+    redactor.excerpt(&text, complete, EXCERPT_BYTES)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn hook(extra: &str) -> CompiledHook {
+        let cfg: HookConfig = toml::from_str(&format!(
+            "name = \"h\"\nurl = \"https://discord.com/api/webhooks/123/AbCdEfGhIjKlMnOpQrStUv?wait=true\"\n{extra}"
+        ))
+        .expect("hook config");
+        CompiledHook::compile(cfg, &OutboundConfig::default()).expect("compiles")
+    }
+
+    const SECRETS: &str = r#"
+headers = { "X-Key" = "k1", "Authorization" = "Bearer tok-123", "Content-Type" = "application/json" }
+signing = { hmac = { secret = "s3cr\"et/\\x" } }
+"#;
+
     #[test]
     fn excerpt_cuts_at_char_boundary_and_limit() {
+        let none = Redactor::default();
         let s = "é".repeat(600); // 1200 bytes
-        let e = excerpt(s.as_bytes());
+        let e = excerpt(&none, s.as_bytes(), true);
         assert!(e.len() <= EXCERPT_BYTES);
         assert!(e.chars().all(|c| c == 'é'));
-        assert_eq!(excerpt(b"short"), "short");
+        assert_eq!(excerpt(&none, b"short", true), "short");
+    }
+
+    #[test]
+    fn delivery_redacts_every_header_value_signing_secret_and_url_token() {
+        let h = hook(SECRETS);
+        let text =
+            r#"k1 Bearer tok-123 tok-123 s3cr"et/\x AbCdEfGhIjKlMnOpQrStUv application/json"#;
+        let out = h.redact(text);
+        for leaked in ["k1", "tok-123", "s3cr", "AbCdEf"] {
+            assert!(!out.contains(leaked), "{leaked} left in {out}");
+        }
+        // Values of headers that never carry credentials are kept, so excerpts stay readable.
+        assert!(out.contains("application/json"), "{out}");
+    }
+
+    #[test]
+    fn delivery_redacts_json_escaped_secrets() {
+        let h = hook(SECRETS);
+        let secret = "s3cr\"et/\\x";
+        let body = serde_json::to_vec(&serde_json::json!({ "echo": secret })).expect("json");
+        let out = excerpt(&h.redactor, &body, true);
+        assert_eq!(out, r#"{"echo":"<redacted>"}"#);
+        let escaped = br#"{"echo":"s3cr\u0022et\/\u005cx"}"#;
+        assert_eq!(
+            excerpt(&h.redactor, escaped, true),
+            r#"{"echo":"<redacted>"}"#
+        );
+    }
+
+    #[test]
+    fn delivery_redacts_before_cutting_so_no_prefix_survives() {
+        let h = hook(SECRETS);
+        for at in EXCERPT_BYTES - 12..EXCERPT_BYTES {
+            let body = format!("{}tok-123 and more", "x".repeat(at));
+            let out = excerpt(&h.redactor, body.as_bytes(), true);
+            assert!(out.len() <= EXCERPT_BYTES);
+            assert!(
+                !out.contains("tok"),
+                "prefix kept when the secret starts at {at}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn delivery_response_excerpt_is_redacted_even_past_the_read_limit() {
+        let h = hook(SECRETS);
+        let respond = |body: String| reqwest::Response::from(http::Response::new(body));
+        let echoed = format!(
+            "you sent Bearer tok-123 and k1 and {}",
+            "s3cr\\\"et\\/\\\\x"
+        );
+        let out = read_excerpt(respond(echoed), &h.redactor).await;
+        for leaked in ["tok-123", "k1", "s3cr"] {
+            assert!(!out.contains(leaked), "{leaked} left in {out}");
+        }
+        // A secret straddling the cut, in a body longer than is read.
+        let long = format!(
+            "{}tok-123{}",
+            "x".repeat(EXCERPT_BYTES - 3),
+            "y".repeat(10_000)
+        );
+        let out = read_excerpt(respond(long), &h.redactor).await;
+        assert!(!out.contains("tok"), "{out}");
+        assert!(out.len() <= EXCERPT_BYTES);
+    }
+
+    #[test]
+    fn delivery_signature_values_are_secrets() {
+        let headers = vec![
+            ("webhook-id", "msg_1".to_owned()),
+            (WEBHOOK_SIGNATURE, "v1,AAAA".to_owned()),
+            (RELAYARR_SIGNATURE, "sha256=abcd".to_owned()),
+        ];
+        let v = signature_values(&headers);
+        for want in ["v1,AAAA", "AAAA", "sha256=abcd", "abcd"] {
+            assert!(v.iter().any(|x| x == want), "{want} missing from {v:?}");
+        }
+        assert!(!v.iter().any(|x| x == "msg_1"));
+    }
+
+    #[test]
+    fn compiled_hook_debug_masks_secrets() {
+        let h = hook(SECRETS);
+        let dbg = format!("{h:?}");
+        for leaked in ["k1", "tok-123", "s3cr", "AbCdEf", "wait"] {
+            assert!(!dbg.contains(leaked), "{leaked} in {dbg}");
+        }
+        assert!(dbg.contains("https://discord.com/api/…"), "{dbg}");
     }
 }

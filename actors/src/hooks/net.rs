@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+use crate::redact::mask_url;
+
 /// Why an outbound destination or client was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -146,13 +148,13 @@ fn blocked_v6(ip: Ipv6Addr, strict: bool) -> Option<&'static str> {
 pub fn check_url(url: &reqwest::Url, strict: bool) -> Result<(), NetError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(NetError::Scheme {
-            url: redacted(url),
+            url: mask_url(url.as_str()),
             scheme: url.scheme().to_owned(),
         });
     }
     let host = url
         .host_str()
-        .ok_or_else(|| NetError::NoHost(redacted(url)))?;
+        .ok_or_else(|| NetError::NoHost(mask_url(url.as_str())))?;
     // The URL parser has already normalised IPv4 forms like `2130706433` or `0x7f.1`.
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = literal.parse::<IpAddr>() {
@@ -165,16 +167,6 @@ pub fn check_url(url: &reqwest::Url, strict: bool) -> Result<(), NetError> {
         }
     }
     Ok(())
-}
-
-/// The URL without credentials, query or fragment, for error messages (a Discord webhook's
-/// token is in its path, so only scheme, host and port are kept).
-fn redacted(url: &reqwest::Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{}://{h}:{p}/…", url.scheme()),
-        (Some(h), None) => format!("{}://{h}/…", url.scheme()),
-        _ => format!("{}:…", url.scheme()),
-    }
 }
 
 /// Keeps the resolved addresses that may be contacted; an error naming the first blocked

@@ -81,7 +81,7 @@ impl Default for StoreConfig {
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
-            .field("url", &self.url.as_deref().map(redact_url))
+            .field("url", &self.url.as_deref().map(crate::redact::mask_url))
             .field("pool_size", &self.pool_size)
             .field("max_batch", &self.max_batch)
             .field("commit_delay", &self.commit_delay)
@@ -91,30 +91,6 @@ impl std::fmt::Debug for StoreConfig {
             .field("dedup_max_entries", &self.dedup_max_entries)
             .finish()
     }
-}
-
-/// A database URL without its secrets: the password and the query string (which may carry
-/// `password=`) are left out.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<not a URL>".to_owned();
-    };
-    let (rest, query) = match rest.split_once('?') {
-        Some((r, _)) => (r, "?…"),
-        None => (rest, ""),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    format!("{scheme}://{authority}{path}{query}")
 }
 
 /// Opens the backend that `cfg.url` names: SQLite at `sqlite_path` when it names none (or
@@ -130,7 +106,7 @@ pub async fn open(cfg: &StoreConfig, sqlite_path: &Path) -> Result<Arc<dyn Store
             reason: format!(
                 "`{}` is not a store relayarr knows; use postgres://user:password@host/db \
                  for PostgreSQL, or leave url unset for SQLite",
-                redact_url(other)
+                crate::redact::mask_url(other)
             ),
         }),
     }
