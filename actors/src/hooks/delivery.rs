@@ -184,10 +184,10 @@ pub async fn send_once(
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-    let response_excerpt = read_excerpt(resp).await;
+    let (response_excerpt, body_error) = read_excerpt(resp).await;
     AttemptResult {
         status: Some(status),
-        error: None,
+        error: body_error,
         started_at_ms,
         latency: started.elapsed(),
         retry_after,
@@ -214,16 +214,45 @@ fn describe(e: &reqwest::Error) -> String {
     msg
 }
 
-/// Reads at most `EXCERPT_BYTES` of the response and drops the rest.
-async fn read_excerpt(mut resp: reqwest::Response) -> String {
-    let mut buf = Vec::new();
+/// Reads at most `EXCERPT_BYTES` of the response body, then drops the response. Dropping
+/// it unfinished makes hyper close the connection rather than drain it, so a 100 MB answer
+/// is never read to its end, and a connection with unread body never goes back to the pool.
+/// The hook's timeout bounds the body too (reqwest's request timeout runs until the body is
+/// done), so a body trickling one byte at a time is cut at the deadline of the whole attempt.
+///
+/// A body that breaks off before the excerpt is full (reset, timeout) leaves the status as
+/// it is, the receiver has answered, and returns a note for the attempt's `error`.
+async fn read_excerpt(mut resp: reqwest::Response) -> (String, Option<String>) {
+    let mut buf = Vec::with_capacity(EXCERPT_BYTES);
     while buf.len() < EXCERPT_BYTES {
         match resp.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-            _ => break,
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(EXCERPT_BYTES - buf.len());
+                buf.extend_from_slice(&chunk[..take]);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let cause = if e.is_timeout() {
+                    "timed out".to_owned()
+                } else {
+                    root_cause(&e)
+                };
+                let note = format!("response body cut short after {} bytes: {cause}", buf.len());
+                return (excerpt(&buf), Some(note));
+            }
         }
     }
-    excerpt(&buf)
+    (excerpt(&buf), None)
+}
+
+/// The innermost error of a chain ("Connection reset by peer (os error 104)"), without the
+/// wrappers that name reqwest's and hyper's layers.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
 }
 
 /// The first `EXCERPT_BYTES` bytes as text, cut at a character boundary.
