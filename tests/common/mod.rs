@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod bad_receiver;
 pub mod expect;
 pub mod fake_arr;
 pub mod fake_plex;

@@ -264,10 +264,10 @@ pub async fn send_once(
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-    let response_excerpt = read_excerpt(resp, &redactor).await;
+    let (response_excerpt, body_error) = read_excerpt(resp, &redactor).await;
     AttemptResult {
         status: Some(status),
-        error: None,
+        error: body_error,
         started_at_ms,
         latency: started.elapsed(),
         retry_after,
@@ -295,22 +295,53 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 /// Reads the start of the response, enough to redact its first `EXCERPT_BYTES` (a secret
-/// starting there may run on for `redactor.lookahead()` bytes), and drops the rest.
-async fn read_excerpt(mut resp: reqwest::Response, redactor: &Redactor) -> String {
+/// starting there may run on for `redactor.lookahead()` bytes), then drops the response.
+/// Dropping it unfinished makes hyper close the connection rather than drain it, so a 100 MB
+/// answer is never read to its end, and a connection with unread body never goes back to the
+/// pool. The hook's timeout bounds the body too (reqwest's request timeout runs until the body
+/// is done), so a body trickling one byte at a time is cut at the deadline of the whole attempt.
+///
+/// A body that breaks off early (reset, timeout) leaves the status as it is, the receiver
+/// has answered, and returns a note for the attempt's `error`.
+async fn read_excerpt(
+    mut resp: reqwest::Response,
+    redactor: &Redactor,
+) -> (String, Option<String>) {
     let limit = EXCERPT_BYTES + redactor.lookahead();
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(limit.min(64 * 1024));
     let mut complete = false;
     while buf.len() < limit {
         match resp.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(limit - buf.len());
+                buf.extend_from_slice(&chunk[..take]);
+            }
             Ok(None) => {
                 complete = true;
                 break;
             }
-            Err(_) => break,
+            Err(e) => {
+                let cause = if e.is_timeout() {
+                    "timed out".to_owned()
+                } else {
+                    root_cause(&e)
+                };
+                let note = format!("response body cut short after {} bytes: {cause}", buf.len());
+                return (excerpt(redactor, &buf, false), Some(redactor.redact(&note)));
+            }
         }
     }
-    excerpt(redactor, &buf, complete)
+    (excerpt(redactor, &buf, complete), None)
+}
+
+/// The innermost error of a chain ("Connection reset by peer (os error 104)"), without the
+/// wrappers that name reqwest's and hyper's layers.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
 }
 
 /// The first `EXCERPT_BYTES` of `bytes` as text, with every secret redacted *before* the
@@ -404,7 +435,7 @@ signing = { hmac = { secret = "s3cr\"et/\\x" } }
             "you sent Bearer tok-123 and k1 and {}",
             "s3cr\\\"et\\/\\\\x"
         );
-        let out = read_excerpt(respond(echoed), &h.redactor).await;
+        let (out, _) = read_excerpt(respond(echoed), &h.redactor).await;
         for leaked in ["tok-123", "k1", "s3cr"] {
             assert!(!out.contains(leaked), "{leaked} left in {out}");
         }
@@ -414,7 +445,7 @@ signing = { hmac = { secret = "s3cr\"et/\\x" } }
             "x".repeat(EXCERPT_BYTES - 3),
             "y".repeat(10_000)
         );
-        let out = read_excerpt(respond(long), &h.redactor).await;
+        let (out, _) = read_excerpt(respond(long), &h.redactor).await;
         assert!(!out.contains("tok"), "{out}");
         assert!(out.len() <= EXCERPT_BYTES);
     }
