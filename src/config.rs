@@ -93,6 +93,22 @@ pub struct ServerConfig {
     /// How long actors get to stop gracefully on shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A connection that has not sent a complete request header this long after it opened
+    /// (or after its previous response) is closed: slow clients and idle keep-alive
+    /// connections do not hold a connection slot for ever.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A webhook body that has not arrived in full this long after its headers gets 408,
+    /// and the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Most client connections served at once. Further connections wait in the operating
+    /// system's accept queue until one closes; they are not refused.
+    pub max_connections: usize,
+    /// Most bytes of webhook bodies being read or processed at once, over all connections.
+    /// A request that would go past it gets 503 with `Retry-After` before its body is read.
+    /// At least `max_body_bytes`.
+    pub max_inflight_body_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +120,10 @@ impl Default for ServerConfig {
             admin_token: None,
             ingest_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            max_inflight_body_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -308,6 +328,7 @@ impl Config {
                 "remove it to use the default of 1048576 (1 MiB)",
             ));
         }
+        self.validate_server_limits(&mut errs);
         if self.store.max_batch == 0 {
             errs.push(ConfigError::invalid(
                 "store.max_batch",
@@ -513,6 +534,40 @@ impl Config {
     }
 
     /// `[[arr]]`: names, keys, URLs, the source each reconciles, and intervals.
+    /// The limits that protect the HTTP server from slow or hostile clients.
+    fn validate_server_limits(&self, errs: &mut Vec<ConfigError>) {
+        let s = &self.server;
+        for (key, value, default) in [
+            ("server.header_read_timeout", s.header_read_timeout, "10s"),
+            ("server.body_read_timeout", s.body_read_timeout, "30s"),
+        ] {
+            if value.is_zero() {
+                errs.push(ConfigError::invalid(
+                    key,
+                    "must be longer than 0s",
+                    format!("remove it to use the default of {default}"),
+                ));
+            }
+        }
+        if s.max_connections == 0 || u32::try_from(s.max_connections).is_err() {
+            errs.push(ConfigError::invalid(
+                "server.max_connections",
+                "must be from 1 to 4294967295",
+                "remove it to use the default of 512",
+            ));
+        }
+        if s.max_inflight_body_bytes < s.max_body_bytes {
+            errs.push(ConfigError::invalid(
+                "server.max_inflight_body_bytes",
+                format!(
+                    "is {}, less than server.max_body_bytes ({}), so the largest body could never be read",
+                    s.max_inflight_body_bytes, s.max_body_bytes
+                ),
+                "make it at least max_body_bytes, or remove it to use the default of 33554432 (32 MiB)",
+            ));
+        }
+    }
+
     fn validate_arr(&self, errs: &mut Vec<ConfigError>) {
         let mut names = HashSet::new();
         for (i, a) in self.arr.iter().enumerate() {
@@ -1359,6 +1414,35 @@ auth = "none"
         ] {
             assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
         }
+    }
+
+    #[test]
+    fn config_server_limits_are_validated_naming_the_key() {
+        let text = r#"
+[server]
+header_read_timeout = "0s"
+body_read_timeout = "0s"
+max_connections = 0
+max_body_bytes = 2048
+max_inflight_body_bytes = 1024
+"#;
+        let msg = messages(load(text, &[]).expect_err("invalid"));
+        for needle in [
+            "server.header_read_timeout",
+            "server.body_read_timeout",
+            "server.max_connections",
+            "server.max_inflight_body_bytes",
+            "less than server.max_body_bytes",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+        }
+        let ok = load(
+            "[server]\nmax_connections = 4\nmax_inflight_body_bytes = 1048576\nbody_read_timeout = \"2s\"",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(ok.server.max_connections, 4);
+        assert_eq!(ok.server.body_read_timeout, Duration::from_secs(2));
     }
 
     #[test]

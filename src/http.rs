@@ -1,8 +1,13 @@
-//! HTTP ingress and the admin API. Handlers are thin: they find the source, enforce the body
-//! limit, and hand the request to the source's actor, which answers only after the commit.
+//! HTTP ingress and the admin API. Handlers are thin: they find the source, check a
+//! credential sent in the headers or the URL, read the body under its size limit, the global
+//! body budget and the body read timeout, and hand the request to the source's actor, which
+//! answers only after the commit.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,8 +16,8 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use relayarr_actors::debounce::actor::DebouncerMsg;
@@ -22,8 +27,12 @@ use relayarr_actors::hooks::retry::Rate;
 use relayarr_actors::metrics::Metrics;
 use relayarr_actors::plex::executor::PlexExecutor;
 use relayarr_actors::pollers::actor::PollerMsg;
-use relayarr_actors::sources::actor::{InboundRequest, IngestError, IngestOutcome, SourceMsg};
-use relayarr_actors::sources::auth::{ct_eq, Secret};
+use relayarr_actors::sources::actor::{
+    record_rejection, InboundRequest, IngestError, IngestOutcome, Rejected, SourceMsg,
+};
+use relayarr_actors::sources::auth::{
+    authenticate_head, ct_eq, AuthConfig, HeadAuth, HeadVerified, Secret,
+};
 use relayarr_actors::store::ReplayScope;
 use relayarr_actors::store::{now_ms, rfc3339_ms, DeliveryState, EventFilter, Store};
 use relayarr_actors::supervisor::SupervisorMsg;
@@ -35,6 +44,7 @@ use crate::config::{Config, ALIASES};
 use crate::dashboard;
 use crate::error::ApiError;
 use crate::jobs::Jobs;
+use crate::serve::{BodyBudget, Reservation};
 
 const ALLOW_INGEST: &str = "POST, PUT";
 
@@ -51,6 +61,11 @@ struct Inner {
     /// Alias path → source name.
     aliases: HashMap<String, String>,
     max_body: usize,
+    /// Each source's auth, by configured name: checked here, before the body is read.
+    auth: HashMap<String, AuthConfig>,
+    /// Bytes of bodies being read or processed, over all requests.
+    body_budget: Arc<BodyBudget>,
+    body_read_timeout: Duration,
     ingest_timeout: Duration,
     admin_token: Option<Secret>,
     store: Arc<dyn Store>,
@@ -100,6 +115,13 @@ impl AppState {
                 sources,
                 aliases,
                 max_body: cfg.server.max_body_bytes,
+                auth: cfg
+                    .sources
+                    .iter()
+                    .filter_map(|s| Some((s.name.clone(), s.auth.clone()?)))
+                    .collect(),
+                body_budget: BodyBudget::new(cfg.server.max_inflight_body_bytes),
+                body_read_timeout: cfg.server.body_read_timeout,
                 ingest_timeout: cfg.server.ingest_timeout,
                 admin_token: cfg.server.admin_token.clone(),
                 store,
@@ -276,10 +298,11 @@ where
         (status = 401, description = "The source's credentials are missing or wrong", body = crate::openapi::ErrorBody),
         (status = 404, description = "No source with this name", body = crate::openapi::ErrorBody),
         (status = 405, description = "Method other than POST or PUT", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within `server.body_read_timeout`; the connection is closed", body = crate::openapi::ErrorBody),
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = crate::openapi::ErrorBody),
         (status = 415, description = "Unsupported media type", body = crate::openapi::ErrorBody),
         (status = 422, description = "No event type, or a required field missing", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Not committed (store failure, timeout, restarting source); retry", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Not committed (store failure, timeout, restarting source), or too many bodies in flight (`server.max_inflight_body_bytes`); retry after `Retry-After`", body = crate::openapi::ErrorBody),
     )
 )]
 async fn ingest_named(
@@ -305,8 +328,11 @@ async fn ingest(
 ) -> Result<Response, ApiError> {
     let received_at_ms = now_ms();
     let (parts, body) = req.into_parts();
-    let body = read_body(&source, &parts.headers, body, st.inner.max_body).await?;
     let query = parse_query(parts.uri.query());
+    let head_verified = check_head(&st, &source, &parts.headers, &query, received_at_ms)?;
+    // Held until the answer: the body's bytes count against the budget while the source
+    // parses and commits it.
+    let (body, _held) = read_body(&st, &source, &parts.headers, body, received_at_ms).await?;
     let Some(actor) = ActorRef::<SourceMsg>::where_is(st.inner.names.source(&source)) else {
         tracing::warn!(source = %source, "source actor is restarting");
         return Err(ApiError::Unavailable(format!(
@@ -319,6 +345,7 @@ async fn ingest(
         route_params,
         body,
         received_at_ms,
+        head_verified,
     };
     let res = actor
         .call(
@@ -371,14 +398,78 @@ fn outcome_response(outcome: IngestOutcome) -> Response {
     }
 }
 
-/// Reads the body under the limit: 413 from `Content-Length` before reading anything, and
-/// 413 again if a chunked body grows past the limit.
+/// Checks a credential sent in the headers or the URL before anything of the body is read:
+/// a wrong one is refused (401) at once, so unauthenticated clients cannot make the relay
+/// buffer their bodies. HMAC-signed sources need the body; their signature is checked by
+/// the source after reading.
+fn check_head(
+    st: &AppState,
+    source: &str,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    received_at_ms: i64,
+) -> Result<Option<HeadVerified>, ApiError> {
+    let Some(auth) = st.inner.auth.get(source) else {
+        return Ok(None);
+    };
+    let token = query
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.as_str());
+    match authenticate_head(auth, headers, token) {
+        Ok(HeadAuth::Verified(v)) => Ok(Some(v)),
+        Ok(HeadAuth::NeedsBody) => Ok(None),
+        Err(error) => {
+            let message = error.to_string();
+            reject(st, source, received_at_ms, 401, "unauthorized", &message);
+            Err(ApiError::Unauthorized {
+                message,
+                challenge: auth.challenge(),
+            })
+        }
+    }
+}
+
+fn reject(
+    st: &AppState,
+    source: &str,
+    at_ms: i64,
+    status: u16,
+    reason: &'static str,
+    message: &str,
+) {
+    record_rejection(
+        &st.inner.metrics,
+        &st.inner.names,
+        Rejected {
+            source,
+            at_ms,
+            status,
+            reason,
+            message,
+        },
+    );
+}
+
+/// Why reading a body stopped.
+enum ReadError {
+    TooLarge,
+    OverBudget,
+    Body(String),
+}
+
+/// Reads the body under the size limit, the global body budget and the read timeout:
+/// 413 from `Content-Length` before reading anything, and again if a chunked body grows
+/// past the limit; 503 when the budget cannot hold it (from `Content-Length` before
+/// reading, or as a chunked body grows); 408 when it does not arrive in time.
 async fn read_body(
+    st: &AppState,
     source: &str,
     headers: &HeaderMap,
     body: Body,
-    max: usize,
-) -> Result<Bytes, ApiError> {
+    received_at_ms: i64,
+) -> Result<(Bytes, Reservation), ApiError> {
+    let max = st.inner.max_body;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -387,17 +478,95 @@ async fn read_body(
         tracing::warn!(source = %source, declared, limit = max, "body too large (Content-Length)");
         return Err(ApiError::PayloadTooLarge { limit: max });
     }
-    match Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    let declared = declared.map_or(0, |n| n as usize);
+    let budget = &st.inner.body_budget;
+    let over_budget = || {
+        let message = format!(
+            "too many request bodies are being read at once (server.max_inflight_body_bytes = {}); retry shortly",
+            budget.limit()
+        );
+        reject(st, source, received_at_ms, 503, "body_budget", &message);
+        ApiError::Unavailable(message)
+    };
+    let Some(mut held) = budget.reserve(declared) else {
+        return Err(over_budget());
+    };
+    let read = {
+        let mut reading = pin!(collect_body(body, max, declared, &mut held));
+        // Most bodies are already in the connection's buffer with their headers: the first
+        // poll finishes them without arming a timer.
+        match poll_once(&mut reading.as_mut()).await {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                let limit = st.inner.body_read_timeout;
+                match tokio::time::timeout(limit, reading).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let message = format!(
+                            "the request body did not arrive within {} (server.body_read_timeout)",
+                            humantime::format_duration(limit)
+                        );
+                        reject(st, source, received_at_ms, 408, "body_timeout", &message);
+                        return Err(ApiError::BodyTimeout(message));
+                    }
+                }
+            }
+        }
+    };
+    match read {
+        Ok(bytes) => Ok((bytes, held)),
+        Err(ReadError::TooLarge) => {
             tracing::warn!(source = %source, limit = max, "body too large (while reading)");
             Err(ApiError::PayloadTooLarge { limit: max })
         }
-        Err(e) => {
+        Err(ReadError::OverBudget) => Err(over_budget()),
+        Err(ReadError::Body(e)) => {
             tracing::warn!(source = %source, error = %e, "could not read body");
-            Err(ApiError::BodyRead(e.to_string()))
+            Err(ApiError::BodyRead(e))
         }
     }
+}
+
+/// Polls `f` once.
+async fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx))).await
+}
+
+/// Collects the body's frames, growing `held` as bytes arrive beyond what it holds. A body
+/// in one frame (the usual case) is returned without a copy.
+async fn collect_body(
+    mut body: Body,
+    max: usize,
+    declared: usize,
+    held: &mut Reservation,
+) -> Result<Bytes, ReadError> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadError::Body(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        len += data.len();
+        if len > max {
+            return Err(ReadError::TooLarge);
+        }
+        if len > held.bytes() && !held.grow(len - held.bytes()) {
+            return Err(ReadError::OverBudget);
+        }
+        match (&first, &mut joined) {
+            (None, _) => first = Some(data),
+            (Some(_), Some(all)) => all.extend_from_slice(&data),
+            (Some(one), None) => {
+                let mut all = BytesMut::with_capacity(declared.max(len));
+                all.extend_from_slice(one);
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
+        }
+    }
+    Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
 }
 
 /// Query pairs, decoded as `application/x-www-form-urlencoded` (`+` is a space).

@@ -25,6 +25,7 @@ pub mod map_path;
 pub mod observe;
 pub mod openapi;
 pub mod relay;
+pub mod serve;
 pub mod test_hook;
 
 pub use config::Config;

@@ -178,9 +178,11 @@ impl RelayBuilder {
                 _ = tree_dead_rx => tracing::error!("actor tree stopped: stopping ingress"),
             }
         };
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await;
+        let limits = crate::serve::ServeLimits {
+            header_read_timeout: cfg.server.header_read_timeout,
+            max_connections: cfg.server.max_connections,
+        };
+        let served = crate::serve::serve(listener, app, limits, stop).await;
 
         let tree_alive = !watcher.is_finished();
         watcher.abort();

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use sha2::{Digest, Sha256};
 
-use super::auth::{authenticate, AuthConfig, AuthError};
+use super::auth::{authenticate, AuthConfig, AuthError, HeadVerified};
 use super::config::SourceConfig;
 use super::decode::decode_body;
 use super::{normalise, ParseError, ParserOptions};
@@ -33,6 +33,9 @@ pub struct InboundRequest {
     pub route_params: BTreeMap<String, String>,
     pub body: Bytes,
     pub received_at_ms: i64,
+    /// Set when the ingress already checked the credential in the headers or query (before
+    /// reading the body); the task then does not check it again.
+    pub head_verified: Option<HeadVerified>,
 }
 
 /// A successful ingest.
@@ -156,17 +159,19 @@ enum Prepared {
 
 /// Authenticate, decode, normalise: everything before the store.
 async fn prepare(st: &SourceCtx, req: &InboundRequest) -> Result<Prepared, IngestError> {
-    let token = req
-        .query
-        .iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.as_str());
-    authenticate(&st.auth, &req.headers, token, &req.body).map_err(|error| {
-        IngestError::Unauthorized {
-            error,
-            challenge: st.auth.challenge(),
-        }
-    })?;
+    if req.head_verified.is_none() {
+        let token = req
+            .query
+            .iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.as_str());
+        authenticate(&st.auth, &req.headers, token, &req.body).map_err(|error| {
+            IngestError::Unauthorized {
+                error,
+                challenge: st.auth.challenge(),
+            }
+        })?;
+    }
     let content_type = req
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -264,23 +269,51 @@ fn reject(st: &SourceCtx, req: &InboundRequest, err: &IngestError) {
         IngestError::Parse(p) => p.status(),
         IngestError::Store(_) => 503,
     };
-    tracing::warn!(source = %st.cfg.name, status, error = %err, "request rejected");
-    st.metrics
-        .rejections
-        .inc(&[&st.cfg.name, &status.to_string(), rejection_reason(err)]);
-    if let Some(h) = ActorRef::<HistoryMsg>::where_is(st.names.history()) {
-        let _ = h.cast(HistoryMsg::Rejected(Rejection {
+    record_rejection(
+        &st.metrics,
+        &st.names,
+        Rejected {
+            source: &st.cfg.name,
             at_ms: req.received_at_ms,
-            source: st.cfg.name.clone(),
             status,
-            reason: err.to_string(),
+            reason: rejection_reason(err),
+            message: &err.to_string(),
+        },
+    );
+}
+
+/// One refused request, as [`record_rejection`] records it.
+#[derive(Debug)]
+pub struct Rejected<'a> {
+    pub source: &'a str,
+    pub at_ms: i64,
+    pub status: u16,
+    /// Short and stable: a label of the rejections metric.
+    pub reason: &'static str,
+    /// The full message, for the log and the rejections history.
+    pub message: &'a str,
+}
+
+/// Logs a refused request, counts it in `relayarr_rejections_total` and sends it to the
+/// history recorder, whoever refused it: this task, or the ingress before reading the body.
+pub fn record_rejection(metrics: &Metrics, names: &Names, r: Rejected<'_>) {
+    tracing::warn!(source = %r.source, status = r.status, reason = r.reason, error = %r.message, "request rejected");
+    metrics
+        .rejections
+        .inc(&[r.source, &r.status.to_string(), r.reason]);
+    if let Some(h) = ActorRef::<HistoryMsg>::where_is(names.history()) {
+        let _ = h.cast(HistoryMsg::Rejected(Rejection {
+            at_ms: r.at_ms,
+            source: r.source.to_owned(),
+            status: r.status,
+            reason: r.message.to_owned(),
         }));
     }
 }
 
 /// A short, stable reason for the rejections metric (the error text itself would make a
 /// series per distinct message).
-fn rejection_reason(err: &IngestError) -> &'static str {
+pub fn rejection_reason(err: &IngestError) -> &'static str {
     match err {
         IngestError::Unauthorized { .. } => "unauthorized",
         IngestError::Store(_) => "store_unavailable",

@@ -1,6 +1,9 @@
 //! Inbound authentication: one scheme per source, checked as a pure function over the
 //! request's headers, query and body. Every secret comparison is constant-time.
 //!
+//! Credentials in the headers or the query are checked before the body is read
+//! ([`authenticate_head`]); only HMAC needs the body.
+//!
 //! Plex cannot send headers and Sonarr only gained custom headers in v4.0.10.2656, so Basic
 //! and `?token=` matter as much as header secrets and HMAC.
 
@@ -121,15 +124,33 @@ fn latin1(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Checks one request against the source's auth scheme.
-pub fn authenticate(
+/// Proof that the credential in a request's headers or query was checked and is right:
+/// only [`authenticate_head`] makes one. The ingress checks these credentials before it reads
+/// the body, and passes the proof on, so the body of a request with a wrong credential is
+/// never read and the check is not repeated.
+#[derive(Debug)]
+pub struct HeadVerified(());
+
+/// What the headers and query alone settle.
+#[derive(Debug)]
+pub enum HeadAuth {
+    /// The credential is right: the body need not be looked at for authentication.
+    Verified(HeadVerified),
+    /// The scheme signs the body (HMAC): the signature header is present and well-formed,
+    /// and [`authenticate`] must check it against the body.
+    NeedsBody,
+}
+
+/// Checks everything that does not need the body: the whole credential for Basic, header,
+/// bearer and `?token=`; for HMAC, that the signature header is present and well-formed.
+pub fn authenticate_head(
     auth: &AuthConfig,
     headers: &http::HeaderMap,
     query_token: Option<&str>,
-    body: &[u8],
-) -> Result<(), AuthError> {
+) -> Result<HeadAuth, AuthError> {
+    let ok = || Ok(HeadAuth::Verified(HeadVerified(())));
     match auth {
-        AuthConfig::None => Ok(()),
+        AuthConfig::None => ok(),
         AuthConfig::Basic { username, password } => {
             let value = header_str(headers, "authorization")
                 .ok_or_else(|| AuthError::Missing("Authorization: Basic".into()))?;
@@ -151,7 +172,7 @@ pub fn authenticate(
             let pass_ok =
                 ct_eq(pass, &latin1(password.expose())) | ct_eq(pass, password.expose().as_bytes());
             if user_ok & pass_ok {
-                Ok(())
+                ok()
             } else {
                 Err(AuthError::Invalid("wrong username or password"))
             }
@@ -161,7 +182,7 @@ pub fn authenticate(
                 .get(name.as_str())
                 .ok_or_else(|| AuthError::Missing(format!("header {name}")))?;
             if ct_eq(got.as_bytes(), value.expose().as_bytes()) {
-                Ok(())
+                ok()
             } else {
                 Err(AuthError::Invalid("wrong header secret"))
             }
@@ -172,7 +193,7 @@ pub fn authenticate(
             let got = strip_scheme(value, "bearer")
                 .ok_or_else(|| AuthError::Missing("Authorization: Bearer".into()))?;
             if ct_eq(got.trim().as_bytes(), token.expose().as_bytes()) {
-                Ok(())
+                ok()
             } else {
                 Err(AuthError::Invalid("wrong bearer token"))
             }
@@ -180,33 +201,61 @@ pub fn authenticate(
         AuthConfig::Token(token) => {
             let got = query_token.ok_or_else(|| AuthError::Missing("?token= in the URL".into()))?;
             if ct_eq(got.as_bytes(), token.expose().as_bytes()) {
-                Ok(())
+                ok()
             } else {
                 Err(AuthError::Invalid("wrong token"))
             }
         }
-        AuthConfig::Hmac {
-            header,
-            secret,
-            prefix,
-        } => {
-            let got = header_str(headers, header)
-                .ok_or_else(|| AuthError::Missing(format!("header {header}")))?;
-            let hex_sig = match prefix.as_deref() {
-                Some(p) => got
-                    .strip_prefix(p)
-                    .ok_or(AuthError::Invalid("signature lacks the configured prefix"))?,
-                None => got,
-            };
-            let sig = hex::decode(hex_sig.trim())
-                .map_err(|_| AuthError::Invalid("signature is not hex"))?;
+        AuthConfig::Hmac { header, prefix, .. } => {
+            hmac_signature(headers, header, prefix.as_deref())?;
+            Ok(HeadAuth::NeedsBody)
+        }
+    }
+}
+
+/// Checks one request against the source's auth scheme, body included.
+pub fn authenticate(
+    auth: &AuthConfig,
+    headers: &http::HeaderMap,
+    query_token: Option<&str>,
+    body: &[u8],
+) -> Result<(), AuthError> {
+    match (authenticate_head(auth, headers, query_token)?, auth) {
+        (HeadAuth::Verified(_), _) => Ok(()),
+        (
+            HeadAuth::NeedsBody,
+            AuthConfig::Hmac {
+                header,
+                secret,
+                prefix,
+            },
+        ) => {
+            let sig = hmac_signature(headers, header, prefix.as_deref())?;
             let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
                 .map_err(|_| AuthError::Invalid("unusable HMAC key"))?;
             mac.update(body);
             mac.verify_slice(&sig)
                 .map_err(|_| AuthError::Invalid("signature does not match the body"))
         }
+        (HeadAuth::NeedsBody, _) => Err(AuthError::Invalid("no body check for this scheme")),
     }
+}
+
+/// The signature bytes of an HMAC-signed request: the header, after `prefix`, hex-decoded.
+fn hmac_signature(
+    headers: &http::HeaderMap,
+    header: &str,
+    prefix: Option<&str>,
+) -> Result<Vec<u8>, AuthError> {
+    let got = header_str(headers, header)
+        .ok_or_else(|| AuthError::Missing(format!("header {header}")))?;
+    let hex_sig = match prefix {
+        Some(p) => got
+            .strip_prefix(p)
+            .ok_or(AuthError::Invalid("signature lacks the configured prefix"))?,
+        None => got,
+    };
+    hex::decode(hex_sig.trim()).map_err(|_| AuthError::Invalid("signature is not hex"))
 }
 
 fn header_str<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
@@ -322,6 +371,43 @@ mod tests {
         let h = headers(&[("x-signature", &sig)]);
         assert!(
             authenticate(&cfg, &h, None, body).is_err(),
+            "prefix required"
+        );
+    }
+
+    #[test]
+    fn auth_head_settles_header_schemes_and_defers_hmac_to_the_body() {
+        let cfg = basic(Some("sonarr"), "Pa55w0rd!");
+        let ok = headers(&[("authorization", "Basic c29uYXJyOlBhNTV3MHJkIQ==")]);
+        assert!(matches!(
+            authenticate_head(&cfg, &ok, None),
+            Ok(HeadAuth::Verified(_))
+        ));
+        let bad = headers(&[("authorization", "Basic c29uYXJyOndyb25n")]);
+        assert!(authenticate_head(&cfg, &bad, None).is_err());
+        let cfg = AuthConfig::Token(Secret::new("t"));
+        assert!(authenticate_head(&cfg, &HeaderMap::new(), Some("x")).is_err());
+
+        let cfg = AuthConfig::Hmac {
+            header: "X-Signature".into(),
+            secret: Secret::new("s3cret"),
+            prefix: Some("sha256=".into()),
+        };
+        let h = headers(&[("x-signature", "sha256=00ff")]);
+        assert!(matches!(
+            authenticate_head(&cfg, &h, None),
+            Ok(HeadAuth::NeedsBody)
+        ));
+        // Missing or malformed signatures are refused without the body.
+        assert!(matches!(
+            authenticate_head(&cfg, &HeaderMap::new(), None),
+            Err(AuthError::Missing(_))
+        ));
+        let h = headers(&[("x-signature", "sha256=not-hex")]);
+        assert!(authenticate_head(&cfg, &h, None).is_err());
+        let h = headers(&[("x-signature", "00ff")]);
+        assert!(
+            authenticate_head(&cfg, &h, None).is_err(),
             "prefix required"
         );
     }
