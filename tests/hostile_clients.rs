@@ -235,12 +235,15 @@ async fn hostile_slowloris_headers_and_bodies_do_not_starve_honest_senders() {
     relay.stop().await;
 }
 
+/// A source name, the path posted to, and the (wrong) credential headers.
+type Case = (&'static str, String, Vec<(&'static str, String)>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_bad_credentials_are_refused_before_the_body_is_read() {
     // A long body timeout: if the server waited for the body, the answer would be late.
     let relay = start_relay("body_read_timeout = \"60s\"").await;
     let big = 512 * 1024;
-    let cases: Vec<(&str, String, Vec<(&str, String)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "sonarr",
             "/api/v1/webhooks/sonarr".into(),
