@@ -1176,6 +1176,31 @@ events = { paths = ["/tv/[unclosed"] }
     }
 
     #[test]
+    fn config_example_jellyfin_and_custom_blocks_parse_when_uncommented() {
+        for marker in ["# name = \"jellyfin\"", "# name = \"script\""] {
+            let block = uncommented_example_block(&format!("# [[source]]\n{marker}"));
+            let cfg = load(&block, &[])
+                .map_err(messages)
+                .unwrap_or_else(|e| panic!("uncommented {marker} block is invalid: {e}"));
+            let src = &cfg.sources[0];
+            assert_eq!(src.jellyfin, Default::default(), "{marker}");
+            assert_eq!(src.custom, Default::default(), "{marker}");
+            // Every mapping field of this kind is written out in the example.
+            let mapping = match src.kind {
+                SourceKind::Jellyfin => serde_json::to_value(&src.jellyfin),
+                _ => serde_json::to_value(&src.custom),
+            };
+            let mapping = mapping.expect("serialise mapping");
+            for key in mapping.as_object().expect("table").keys() {
+                assert!(
+                    block.contains(&format!("\n{key} = ")),
+                    "the example's {marker} block does not document `{key}`"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn config_env_overrides_keys_and_sources() {
         let cfg = load(
             BASE,

@@ -110,6 +110,8 @@ impl Actor for SourceActor {
             ctx: Arc::new(SourceCtx {
                 opts: ParserOptions {
                     tautulli: args.cfg.tautulli.clone(),
+                    jellyfin: args.cfg.jellyfin.clone(),
+                    custom: args.cfg.custom.clone(),
                 },
                 auth,
                 cfg: args.cfg,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::auth::AuthConfig;
-use super::TautulliMapping;
+use super::{CustomMapping, JellyfinMapping, TautulliMapping};
 use crate::model::SourceKind;
 
 /// One configured inbound source.
@@ -25,6 +25,13 @@ pub struct SourceConfig {
     /// Tautulli only: which keys of your webhook JSON template hold which values.
     #[serde(default)]
     pub tautulli: TautulliMapping,
+    /// Jellyfin only: which keys of your webhook plugin template hold which values. The
+    /// defaults cover the plugin's own names and their snake_case/camelCase spellings.
+    #[serde(default)]
+    pub jellyfin: JellyfinMapping,
+    /// Custom only: which keys of the sender's JSON hold which values.
+    #[serde(default)]
+    pub custom: CustomMapping,
     /// Rewrites from this sender's view of a path (a Windows Sonarr's `D:\TV`, another
     /// container's mount) to the common one that `[[plex]] path_rules` start from, in
     /// order: the first match applies.

@@ -11,17 +11,6 @@ pub(crate) fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.get(key).filter(|x| !x.is_null())
 }
 
-/// Like [`field`], but falls back to a case-insensitive key match. Only for senders whose
-/// keys are user-typed (Jellyfin templates); never for Plex, which has `guid` *and* `Guid`.
-pub(crate) fn field_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    field(v, key).or_else(|| {
-        v.as_object()?
-            .iter()
-            .find(|(k, x)| k.eq_ignore_ascii_case(key) && !x.is_null())
-            .map(|(_, x)| x)
-    })
-}
-
 /// A non-blank string; numbers and booleans are rendered as text.
 pub(crate) fn text(v: &Value) -> Option<String> {
     match v {

@@ -10,6 +10,7 @@ pub mod custom;
 pub mod decode;
 pub mod error;
 pub mod jellyfin;
+pub(crate) mod keys;
 pub(crate) mod lenient;
 pub mod plex;
 pub mod tautulli;
@@ -19,7 +20,9 @@ mod corpus_tests;
 
 use serde_json::Value;
 
+pub use custom::CustomMapping;
 pub use error::ParseError;
+pub use jellyfin::JellyfinMapping;
 pub use tautulli::TautulliMapping;
 
 use crate::model::{NormalizedEvent, SourceKind};
@@ -27,7 +30,12 @@ use crate::model::{NormalizedEvent, SourceKind};
 /// Per-source parser settings that come from config.
 #[derive(Clone, Debug, Default)]
 pub struct ParserOptions {
+    /// Keys of the user's Tautulli template.
     pub tautulli: TautulliMapping,
+    /// Keys of the user's Jellyfin webhook template.
+    pub jellyfin: JellyfinMapping,
+    /// Keys of a custom sender's JSON.
+    pub custom: CustomMapping,
 }
 
 /// Normalises decoded JSON from a source of the given kind.
@@ -48,8 +56,8 @@ pub fn normalise(
         | SourceKind::Whisparr => arr::normalise_arr(kind, instance, v),
         SourceKind::Plex => plex::normalise_plex(instance, v),
         SourceKind::Tautulli => tautulli::normalise_tautulli(instance, &opts.tautulli, v),
-        SourceKind::Jellyfin => jellyfin::normalise_jellyfin(instance, v),
-        SourceKind::Custom => custom::normalise_custom(instance, v),
+        SourceKind::Jellyfin => jellyfin::normalise_jellyfin(instance, &opts.jellyfin, v),
+        SourceKind::Custom => custom::normalise_custom(instance, &opts.custom, v),
     }
 }
 
