@@ -98,7 +98,12 @@ pub async fn wait_ready(addr: SocketAddr) -> io::Result<()> {
 
 /// A `kB` line of `/proc/self/status`, e.g. `VmRSS` (resident now) or `VmHWM` (peak).
 pub fn proc_status_kib(key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_kib_of("/proc/self/status", key)
+}
+
+/// A `kB` line of a `/proc/*/status` file.
+fn status_kib_of(path: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
     status.lines().find_map(|line| {
         let rest = line.strip_prefix(key)?.strip_prefix(':')?;
         rest.trim().strip_suffix("kB")?.trim().parse().ok()
@@ -193,11 +198,7 @@ impl ChildServer {
 
     /// A `kB` line of the child's `/proc/PID/status` (`VmHWM`: its peak RSS).
     pub fn status_kib(&self, key: &str) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status.lines().find_map(|line| {
-            let rest = line.strip_prefix(key)?.strip_prefix(':')?;
-            rest.trim().strip_suffix("kB")?.trim().parse().ok()
-        })
+        status_kib_of(&format!("/proc/{}/status", self.child.id()), key)
     }
 
     /// The child's CPU time so far (user + system), in seconds.
