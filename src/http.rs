@@ -151,6 +151,10 @@ impl AppState {
         &self.inner.metrics
     }
 
+    pub(crate) fn body_budget(&self) -> &BodyBudget {
+        &self.inner.body_budget
+    }
+
     /// Stored names of every delivery target, in config order.
     pub(crate) fn target_names(&self) -> Vec<String> {
         self.inner
@@ -263,7 +267,46 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         tracing::warn!(path = %uri.path(), "no such route");
         ApiError::NotFound(format!("no route for {}", uri.path()))
     })
+    // Before any handler runs, so before any admin body is read.
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        admin_gate,
+    ))
     .with_state(state)
+}
+
+/// Every admin route, current and future, is under these paths.
+fn is_admin_path(path: &str) -> bool {
+    path.starts_with("/api/v1/admin/") || path == "/api/v1/admin" || path == "/api/v1/actors"
+}
+
+/// The admin token is checked here, on the request head, for every admin path: a client
+/// without it is answered before a byte of its body is read (the handlers' extractors, which
+/// buffer bodies, never run).
+async fn admin_gate(
+    State(st): State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !is_admin_path(req.uri().path()) {
+        return next.run(req).await;
+    }
+    if let Err(e) = check_admin(&st, req.headers()) {
+        return e.into_response();
+    }
+    // The body, if any, is read here under the same limits as a webhook's (size, time, the
+    // in-flight budget), so that a slow admin client cannot hold a handler for ever.
+    if !matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match read_body(&st, None, &parts.headers, body, now_ms()).await {
+        Ok((bytes, _held)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// POST and PUT (the *arr `Method` setting) go to `handler`; any other method gets a JSON 405.
@@ -332,7 +375,7 @@ async fn ingest(
     let head_verified = check_head(&st, &source, &parts.headers, &query, received_at_ms)?;
     // Held until the answer: the body's bytes count against the budget while the source
     // parses and commits it.
-    let (body, _held) = read_body(&st, &source, &parts.headers, body, received_at_ms).await?;
+    let (body, _held) = read_body(&st, Some(&source), &parts.headers, body, received_at_ms).await?;
     let Some(actor) = ActorRef::<SourceMsg>::where_is(st.inner.names.source(&source)) else {
         tracing::warn!(source = %source, "source actor is restarting");
         return Err(ApiError::Unavailable(format!(
@@ -464,12 +507,18 @@ enum ReadError {
 /// reading, or as a chunked body grows); 408 when it does not arrive in time.
 async fn read_body(
     st: &AppState,
-    source: &str,
+    source: Option<&str>,
     headers: &HeaderMap,
     body: Body,
     received_at_ms: i64,
 ) -> Result<(Bytes, Reservation), ApiError> {
     let max = st.inner.max_body;
+    // A source's refusals go to its rejection history; the admin API's are only logged.
+    let refused = |status: u16, reason: &'static str, message: &str| match source {
+        Some(source) => reject(st, source, received_at_ms, status, reason, message),
+        None => tracing::warn!(status, reason, %message, "admin request refused"),
+    };
+    let source = source.unwrap_or("admin API");
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -485,7 +534,7 @@ async fn read_body(
             "too many request bodies are being read at once (server.max_inflight_body_bytes = {}); retry shortly",
             budget.limit()
         );
-        reject(st, source, received_at_ms, 503, "body_budget", &message);
+        refused(503, "body_budget", &message);
         ApiError::Unavailable(message)
     };
     let Some(mut held) = budget.reserve(declared) else {
@@ -506,7 +555,7 @@ async fn read_body(
                             "the request body did not arrive within {} (server.body_read_timeout)",
                             humantime::format_duration(limit)
                         );
-                        reject(st, source, received_at_ms, 408, "body_timeout", &message);
+                        refused(408, "body_timeout", &message);
                         return Err(ApiError::BodyTimeout(message));
                     }
                 }
@@ -619,10 +668,8 @@ fn check_admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 )]
 async fn admin_event(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
     match st.inner.store.get_event(&id).await {
         Ok(Some(ev)) => Ok(Json(ev).into_response()),
         Ok(None) => Err(ApiError::NotFound(format!("no event with id `{id}`"))),
@@ -642,11 +689,7 @@ async fn admin_event(
         (status = 404, description = "The admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
     )
 )]
-async fn admin_rejections(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
+async fn admin_rejections(State(st): State<AppState>) -> Result<Response, ApiError> {
     match st.inner.store.recent_rejections(100).await {
         Ok(rows) => Ok(Json(json!({ "rejections": rows })).into_response()),
         Err(e) => Err(e.into()),
@@ -666,11 +709,7 @@ async fn admin_rejections(
         (status = 503, description = "The actor tree is not running", body = crate::openapi::ErrorBody),
     )
 )]
-async fn admin_actors(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
+async fn admin_actors(State(st): State<AppState>) -> Result<Response, ApiError> {
     match ractor::registry::where_is(st.inner.names.root())
         .and_then(|_| st.inner.metrics.supervision.tree())
     {
@@ -745,8 +784,7 @@ async fn list_targets(
         (status = 503, description = "The actor did not answer or is restarting; retry", body = crate::openapi::ErrorBody),
     )
 )]
-async fn admin_hooks(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
+async fn admin_hooks(State(st): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(json!({ "hooks": list_targets(&st, Some("hook")).await? })).into_response())
 }
 
@@ -764,11 +802,7 @@ async fn admin_hooks(State(st): State<AppState>, headers: HeaderMap) -> Result<R
         (status = 503, description = "The actor did not answer or is restarting; retry", body = crate::openapi::ErrorBody),
     )
 )]
-async fn admin_targets(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
+async fn admin_targets(State(st): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(json!({ "targets": list_targets(&st, None).await? })).into_response())
 }
 
@@ -788,10 +822,8 @@ async fn admin_targets(
 )]
 async fn admin_hook(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
     Ok(Json(target_view(&st, &name).await?).into_response())
 }
 
@@ -872,11 +904,9 @@ fn parse_json_body<T: serde::de::DeserializeOwned>(
 )]
 async fn admin_patch_hook(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
     worker(&st, &name)?;
     let LimitsPatch {
         max_in_flight,
@@ -921,10 +951,8 @@ async fn admin_patch_hook(
 )]
 async fn admin_event_attempts(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
     let attempts = st.inner.store.attempts_for_event(&id).await?;
     Ok(Json(json!({ "event_id": id, "attempts": attempts })).into_response())
 }
@@ -989,10 +1017,8 @@ fn start_replay_job(
 )]
 async fn admin_replay_event(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
     if st.inner.store.get_event(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no event with id `{id}`")));
     }
@@ -1027,11 +1053,9 @@ async fn admin_replay_event(
 )]
 async fn admin_replay_hook(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
     if st.inner.targets.get(&name).is_none() {
         return Err(ApiError::NotFound(format!("no target named `{name}`")));
     }
@@ -1077,10 +1101,8 @@ async fn admin_replay_hook(
 )]
 async fn admin_job(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
     match st.inner.jobs.get(&id) {
         Some(job) => Ok(Json(job).into_response()),
         None => Err(ApiError::NotFound(format!(
@@ -1184,12 +1206,7 @@ fn events_filter(query: &[(String, String)]) -> Result<EventFilter, ApiError> {
         (status = 422, description = "A bad or unknown query parameter (named in `field`)", body = crate::openapi::ErrorBody),
     )
 )]
-async fn admin_events(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
+async fn admin_events(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let filter = events_filter(&parse_query(uri.query()))?;
     let page = filter.limit - 1;
     let mut rows = st.inner.store.list_events(filter).await?;
@@ -1217,10 +1234,8 @@ async fn admin_events(
 )]
 async fn admin_explain(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
     let Some(ev) = st.inner.store.get_event(&id).await? else {
         return Err(ApiError::NotFound(format!("no event with id `{id}`")));
     };
@@ -1366,12 +1381,7 @@ fn runtime_only(st: &AppState, name: &str) -> Result<(), ApiError> {
         (status = 503, description = "The hooks supervisor is restarting", body = crate::openapi::ErrorBody),
     )
 )]
-async fn admin_create_hook(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
+async fn admin_create_hook(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let _one_at_a_time = st.inner.hook_admin.lock().await;
     let json = body_text(&body)?;
     let hook = crate::hook_admin::compile(json, &st.inner.outbound)?;
@@ -1411,11 +1421,9 @@ async fn admin_create_hook(
 )]
 async fn admin_replace_hook(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
     let _one_at_a_time = st.inner.hook_admin.lock().await;
     runtime_only(&st, &name)?;
     let json = body_text(&body)?;
@@ -1453,10 +1461,8 @@ async fn admin_replace_hook(
 )]
 async fn admin_delete_hook(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
     let _one_at_a_time = st.inner.hook_admin.lock().await;
     runtime_only(&st, &name)?;
     stop_hook(&st, &name).await?;
@@ -1484,10 +1490,8 @@ async fn admin_delete_hook(
 )]
 async fn admin_test_hook(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
     let hook = st
         .inner
         .targets
@@ -1529,12 +1533,7 @@ async fn admin_test_hook(
         (status = 422, description = "`source` or `path` missing", body = crate::openapi::ErrorBody),
     )
 )]
-async fn admin_map_path(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
+async fn admin_map_path(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let q = parse_query(uri.query());
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let missing =
@@ -1566,11 +1565,7 @@ async fn admin_map_path(
         (status = 503, description = "The debouncer is restarting or did not answer", body = crate::openapi::ErrorBody),
     )
 )]
-async fn admin_debouncer(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
+async fn admin_debouncer(State(st): State<AppState>) -> Result<Response, ApiError> {
     let d = ActorRef::<DebouncerMsg>::where_is(st.inner.names.debouncer())
         .ok_or_else(|| ApiError::Unavailable("the debouncer is restarting".into()))?;
     match d.call(DebouncerMsg::Stats, Some(ADMIN_CALL)).await {
@@ -1593,11 +1588,7 @@ async fn admin_debouncer(
         (status = 404, description = "The admin API is disabled (no `server.admin_token`)", body = crate::openapi::ErrorBody),
     )
 )]
-async fn admin_pollers(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    check_admin(&st, &headers)?;
+async fn admin_pollers(State(st): State<AppState>) -> Result<Response, ApiError> {
     let mut out = Vec::new();
     for name in &st.inner.pollers {
         let answer = match ActorRef::<PollerMsg>::where_is(st.inner.names.poller(name)) {

@@ -9,11 +9,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use relayarr_actors::store::{now_ms, PendingSummary};
 use serde_json::json;
 
 use crate::http::AppState;
+use crate::serve::{BodyBudget, Connections};
 
 /// How long `/readyz` waits for its test write. Probes usually time out after 1-5 s; a store
 /// that needs longer than this to commit one row is not ready to take webhooks either.
@@ -87,7 +88,10 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     summary = "Every metric family in the Prometheus text format",
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4"))
 )]
-pub async fn metrics(State(st): State<AppState>) -> Response {
+pub async fn metrics(
+    State(st): State<AppState>,
+    connections: Option<Extension<Connections>>,
+) -> Response {
     let mut queues: Vec<PendingSummary> = st
         .target_names()
         .into_iter()
@@ -111,7 +115,8 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             queues.clear();
         }
     }
-    let text = st.metrics().render(&queues, now_ms());
+    let mut text = st.metrics().render(&queues, now_ms());
+    render_http_gauges(&mut text, connections.map(|c| c.0), st.body_budget());
     (
         [(
             header::CONTENT_TYPE,
@@ -120,4 +125,38 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// The server's own gauges: connections open against `server.max_connections`, and request
+/// bodies held in memory against `server.max_inflight_body_bytes`.
+fn render_http_gauges(out: &mut String, connections: Option<Connections>, budget: &BodyBudget) {
+    use std::fmt::Write;
+    let mut gauge = |name: &str, help: &str, value: usize| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    };
+    if let Some(c) = connections {
+        gauge(
+            "relayarr_http_connections_open",
+            "HTTP connections accepted and not yet closed.",
+            c.open(),
+        );
+        gauge(
+            "relayarr_http_connections_max",
+            "server.max_connections: more connections wait in the accept queue.",
+            c.max(),
+        );
+    }
+    gauge(
+        "relayarr_http_body_bytes_in_flight",
+        "Bytes of request bodies being read or processed, over all requests.",
+        budget.used(),
+    );
+    gauge(
+        "relayarr_http_body_bytes_max",
+        "server.max_inflight_body_bytes: past it, requests get 503 before their body is read.",
+        budget.limit(),
+    );
 }

@@ -35,6 +35,26 @@ pub struct ServeLimits {
     pub max_connections: usize,
 }
 
+/// The open-connection count, as `serve` sees it: each open connection holds one slot.
+/// Handlers get it as an `Extension` (served by `serve` only, so absent in a bare router).
+#[derive(Clone, Debug)]
+pub struct Connections {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Connections {
+    /// Connections accepted and not yet closed (the one asking included).
+    pub fn open(&self) -> usize {
+        self.max.saturating_sub(self.slots.available_permits())
+    }
+
+    /// `server.max_connections`.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets every
 /// open connection finish its request in progress (idle ones close at once), and returns
 /// once all are closed.
@@ -48,6 +68,11 @@ pub async fn serve(
         .unwrap_or(u32::MAX)
         .max(1);
     let slots = Arc::new(Semaphore::new(max as usize));
+    // Handlers (`/metrics`) read the open-connection count from the slots themselves.
+    let app = app.layer(axum::Extension(Connections {
+        slots: Arc::clone(&slots),
+        max: max as usize,
+    }));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
     let mut cap_logged = false;

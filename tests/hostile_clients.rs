@@ -604,6 +604,14 @@ async fn hostile_body_budget_answers_503_instead_of_buffering() {
             .contains("max_inflight_body_bytes"),
         "{v}"
     );
+    // The two stalled uploads hold their declared lengths, and /metrics shows it.
+    let m = metrics_text(&relay).await;
+    assert_eq!(
+        sample(&m, "relayarr_http_body_bytes_in_flight"),
+        (2 * len) as f64,
+        "{m}"
+    );
+    assert_eq!(sample(&m, "relayarr_http_body_bytes_max"), 131072.0, "{m}");
 
     // A chunked upload is counted as it arrives, and refused once it would go past.
     let mut chunked = TcpStream::connect(relay.addr).await.expect("connect");
@@ -659,5 +667,88 @@ async fn hostile_body_budget_answers_503_instead_of_buffering() {
     assert_eq!(relay.count_events().await, 3);
     let m = metrics_text(&relay).await;
     assert_eq!(rejections(&m, "sonarr", 503, "body_budget"), 2.0, "{m}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_admin_requests_are_refused_before_the_body_is_read() {
+    let relay = start_relay("body_read_timeout = \"60s\"").await;
+    let big = 512 * 1024;
+    let wrong = "Bearer not-the-admin-token".to_string();
+    // Every admin method that takes a body, with a wrong or no token: the head alone is
+    // answered, the 512 KiB body is never sent.
+    for (method, path, auth) in [
+        ("POST", "/api/v1/admin/hooks", Some(&wrong)),
+        ("POST", "/api/v1/admin/hooks", None),
+        ("PATCH", "/api/v1/admin/hooks/anything", Some(&wrong)),
+        ("PUT", "/api/v1/admin/targets/anything", Some(&wrong)),
+        ("POST", "/api/v1/admin/hooks/anything/replay", None),
+        ("POST", "/api/v1/admin/events/1/replay", Some(&wrong)),
+    ] {
+        let headers: Vec<(&str, &str)> = auth
+            .map(|a| vec![("Authorization", a.as_str())])
+            .unwrap_or_default();
+        let raw = head("/", &headers, big).replacen("POST / ", &format!("{method} {path} "), 1);
+        let mut s = TcpStream::connect(relay.addr).await.expect("connect");
+        s.write_all(raw.as_bytes()).await.expect("write");
+        let resp = tokio::time::timeout(Duration::from_secs(5), read_response(&mut s))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: no answer without the body"));
+        assert_eq!(resp.status, 401, "{method} {path}");
+        assert_eq!(resp.json()["code"], "unauthorized", "{method} {path}");
+        assert!(resp.header("www-authenticate").is_some(), "{method} {path}");
+    }
+    relay.stop().await;
+
+    // With the right token the body is awaited, but not for ever: body_read_timeout holds
+    // for admin bodies too (a handler waiting on a silent client would also block the drain).
+    let relay = start_relay("body_read_timeout = \"2s\"").await;
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let raw = head("/api/v1/admin/hooks", &[("Authorization", &bearer)], 300);
+    let mut s = TcpStream::connect(relay.addr).await.expect("connect");
+    s.write_all(raw.as_bytes()).await.expect("write");
+    let waited = tokio::time::timeout(Duration::from_millis(500), read_response(&mut s)).await;
+    assert!(
+        waited.is_err(),
+        "answered before the body arrived: {waited:?}"
+    );
+    let resp = tokio::time::timeout(Duration::from_secs(10), read_response(&mut s))
+        .await
+        .expect("a silent admin body times out");
+    assert_eq!(resp.status, 408);
+    assert_eq!(resp.json()["code"], "body_timeout", "{:?}", resp.json());
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_open_connections_show_in_metrics() {
+    let relay = start_relay("header_read_timeout = \"30s\"").await;
+    let m = metrics_text(&relay).await;
+    assert_eq!(sample(&m, "relayarr_http_connections_max"), 512.0, "{m}");
+    let before = sample(&m, "relayarr_http_connections_open");
+    assert!(before >= 1.0, "the scrape's own connection: {m}");
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(TcpStream::connect(relay.addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = metrics_text(&relay).await;
+    assert_eq!(
+        sample(&m, "relayarr_http_connections_open"),
+        before + 5.0,
+        "five idle connections more: {m}"
+    );
+    drop(idle);
+    // Closed by the peer: the server notices and frees the slots.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = metrics_text(&relay).await;
+        let open = sample(&m, "relayarr_http_connections_open");
+        if open == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {open} open: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     relay.stop().await;
 }
