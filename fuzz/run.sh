@@ -5,6 +5,7 @@
 #
 #   fuzz/run.sh                 # every target, 20 s each
 #   FUZZ_SECS=120 fuzz/run.sh source_jellyfin
+#   FUZZ_DEV=1 FUZZ_SECS=10 fuzz/run.sh   # what CI runs
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). Uses the nightly toolchain when rustup has
 # one; the targets build without a sanitizer (`-s none`: our code forbids unsafe, and what
@@ -21,6 +22,11 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
 fi
 FUZZ=(cargo "${TOOLCHAIN[@]}" fuzz)
 BUILD_FLAGS=(-s none --debug-assertions)
+# FUZZ_DEV=1: an unoptimised build (minutes less to build, fewer executions per second):
+# what CI uses for its short runs. Longer hunts should keep the optimised default.
+if [ -n "${FUZZ_DEV:-}" ]; then
+  BUILD_FLAGS+=(--dev)
+fi
 
 # --- seed corpora ------------------------------------------------------------------------
 seed() { # seed TARGET FILE [PREFIX]: copies FILE, after PREFIX (a printf format) if given
