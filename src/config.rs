@@ -329,6 +329,7 @@ impl Config {
             ));
         }
         self.validate_server_limits(&mut errs);
+        self.validate_history(&mut errs);
         if self.store.max_batch == 0 {
             errs.push(ConfigError::invalid(
                 "store.max_batch",
@@ -535,6 +536,34 @@ impl Config {
 
     /// `[[arr]]`: names, keys, URLs, the source each reconciles, and intervals.
     /// The limits that protect the HTTP server from slow or hostile clients.
+    /// `[history]`: retention needs a timer that fires, and events must outlive the hour of
+    /// history the reconciliation pollers compare against (or they would recreate them).
+    fn validate_history(&self, errs: &mut Vec<ConfigError>) {
+        let h = &self.history;
+        if h.prune_every.is_zero() {
+            errs.push(ConfigError::invalid(
+                "history.prune_every",
+                "must be longer than 0s",
+                "remove it to use the default of 10m",
+            ));
+        }
+        if h.events_max_age < std::time::Duration::from_secs(3600) {
+            errs.push(ConfigError::invalid(
+                "history.events_max_age",
+                "must be at least 1h (the pollers compare against the last hour of events, and \
+                 would recreate events pruned sooner)",
+                "remove it to use the default of 30d",
+            ));
+        }
+        if h.events_max_count == 0 {
+            errs.push(ConfigError::invalid(
+                "history.events_max_count",
+                "must be at least 1",
+                "remove it to use the default of 100000",
+            ));
+        }
+    }
+
     fn validate_server_limits(&self, errs: &mut Vec<ConfigError>) {
         let s = &self.server;
         for (key, value, default) in [
