@@ -119,8 +119,18 @@ impl HistoryActor {
         }
         if !st.rejections.is_empty() {
             let rows = std::mem::take(&mut st.rejections);
-            if let Err(error) = st.store.record_rejections(rows).await {
-                tracing::error!(%error, "could not record rejections");
+            let n = rows.len();
+            if let Err(error) = st.store.record_rejections(rows.clone()).await {
+                // A full disk or a locked store: keep them for the next flush (the buffer
+                // stays bounded: what arrived meanwhile is dropped first, and counted).
+                tracing::warn!(%error, rejections = n, "could not record rejections; retrying at the next flush");
+                let mut kept = rows;
+                kept.append(&mut st.rejections);
+                if kept.len() > BUFFER_MAX {
+                    st.dropped += (kept.len() - BUFFER_MAX) as u64;
+                    kept.truncate(BUFFER_MAX);
+                }
+                st.rejections = kept;
             }
         }
     }

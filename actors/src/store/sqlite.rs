@@ -1158,8 +1158,13 @@ fn compact(
     };
     let before = free(tx)?;
     let pages = max_pages.clamp(1, i64::MAX as u64);
-    // The pragma returns a row per step; `execute_batch` steps it to the end.
-    tx.execute_batch(&format!("PRAGMA incremental_vacuum({pages});"))?;
+    // The pragma frees one page per step: step it to the end (`execute_batch` would stop
+    // after the first page).
+    {
+        let mut stmt = tx.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
+    }
     let after = free(tx)?;
     let page_size: i64 = tx.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let page_count: i64 = tx.query_row("PRAGMA page_count", [], |r| r.get(0))?;
