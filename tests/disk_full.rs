@@ -219,6 +219,19 @@ async fn disk_full_delivery_outcomes_wait_and_every_delivery_ends_delivered_once
         ids.push(post_new(&client, &relay, sonarr_download("full-delivery", i)).await);
     }
     rx.wait_for(N, Duration::from_secs(10)).await;
+    // SQLite reuses its WAL file from the start once a checkpoint caught up, so small
+    // writes could still land in the file's old frames on a full disk. Two steps make every
+    // commit need new space: a commit of our own larger than the WAL file (a 512 KiB row
+    // of its own in `meta`), so the WAL's end is the file's end; and a reader whose snapshot
+    // needs those frames (started at once, before the checkpointer copies them out), which
+    // keeps the WAL from being reused until it ends.
+    let pin = rusqlite::Connection::open(relay.db_path()).expect("open a connection");
+    pin.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    pin.execute_batch(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('disk_full_test', zeroblob(524288)); \
+         BEGIN; SELECT COUNT(*) FROM meta;",
+    )
+    .expect("pin a snapshot in the WAL");
     let filler = fs.fill();
     // Every request is answered 200 while the disk is full; the writes wait.
     eventually(Duration::from_secs(10), || async { rx.in_flight() == 0 }).await;
@@ -229,6 +242,8 @@ async fn disk_full_delivery_outcomes_wait_and_every_delivery_ends_delivered_once
         assert_eq!(d.state, "pending", "{id}: an outcome was written onto a full disk");
     }
     std::fs::remove_file(&filler).expect("remove filler");
+    pin.execute_batch("COMMIT").expect("end the reader's snapshot");
+    drop(pin);
 
     // Every delivery ends delivered, with its attempts recorded.
     for id in &ids {
