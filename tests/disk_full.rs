@@ -93,6 +93,35 @@ fn padded(tag: &str, i: usize, pad: usize) -> String {
     format!("{},\"padding\":\"{text}\"}}", &body[..body.len() - 1])
 }
 
+/// SQLite reuses its WAL file from the start once a checkpoint caught up, so small writes
+/// could still land in the file's old frames on a full disk, and a test would prove
+/// nothing. Two steps make every commit need new space: a commit of our own larger than the
+/// WAL file (a 512 KiB row of its own in `meta`), so the WAL's end is the file's end; and a
+/// reader whose snapshot needs those frames (started at once, before the checkpointer
+/// copies them out), which keeps the WAL from being reused until it ends (`COMMIT`).
+fn pin_wal(db: &Path) -> rusqlite::Connection {
+    let pin = rusqlite::Connection::open(db).expect("open a connection");
+    pin.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    pin.execute_batch(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('disk_full_test', zeroblob(524288)); \
+         BEGIN; SELECT COUNT(*) FROM meta;",
+    )
+    .expect("pin a snapshot in the WAL");
+    pin
+}
+
+async fn rejected_401(relay: &TestRelay) -> bool {
+    let v: serde_json::Value = relay
+        .admin_get("/api/v1/admin/rejections")
+        .await
+        .json()
+        .await
+        .expect("json");
+    v["rejections"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|r| r["status"] == 401))
+}
+
 async fn post(client: &reqwest::Client, relay: &TestRelay, body: String) -> reqwest::Response {
     client
         .post(relay.url("/api/v1/webhooks/sonarr"))
@@ -115,6 +144,7 @@ async fn disk_full_ingest_answers_503_keeps_acknowledged_events_and_recovers() {
     for i in 0..5 {
         acknowledged.push(post_new(&client, &relay, sonarr_download("full-before", i)).await);
     }
+    let pin = pin_wal(&relay.db_path());
     let filler = fs.fill();
 
     // Full: bodies that need new pages are refused with 503, Retry-After and a JSON error.
@@ -153,10 +183,14 @@ async fn disk_full_ingest_answers_503_keeps_acknowledged_events_and_recovers() {
         .await
         .expect("send");
     assert_eq!(bad.status(), 401);
+    // The recorder flushes every 200 ms: its write met the full disk.
     tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!rejected_401(&relay).await, "a rejection was written onto a full disk");
 
     // Space returns: ingest recovers by itself, no restart.
     std::fs::remove_file(&filler).expect("remove filler");
+    pin.execute_batch("COMMIT").expect("end the reader's snapshot");
+    drop(pin);
     let mut i = 0;
     let id = eventually_some(Duration::from_secs(20), || {
         i += 1;
@@ -179,20 +213,9 @@ async fn disk_full_ingest_answers_503_keeps_acknowledged_events_and_recovers() {
         assert_eq!(v["id"], id.as_str());
     }
     // The rejection made while full was kept and written once space returned.
-    eventually(Duration::from_secs(10), || async {
-        let v: serde_json::Value = relay
-            .admin_get("/api/v1/admin/rejections")
-            .await
-            .json()
-            .await
-            .expect("json");
-        v["rejections"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|r| r["status"] == 401))
-    })
-    .await;
+    eventually(Duration::from_secs(10), || rejected_401(&relay)).await;
     println!(
-        "{} events acknowledged (some while full), {refused} refused with 503",
+        "{} events acknowledged, {refused} refused with 503 while full",
         acknowledged.len()
     );
     relay.stop().await;
@@ -219,19 +242,7 @@ async fn disk_full_delivery_outcomes_wait_and_every_delivery_ends_delivered_once
         ids.push(post_new(&client, &relay, sonarr_download("full-delivery", i)).await);
     }
     rx.wait_for(N, Duration::from_secs(10)).await;
-    // SQLite reuses its WAL file from the start once a checkpoint caught up, so small
-    // writes could still land in the file's old frames on a full disk. Two steps make every
-    // commit need new space: a commit of our own larger than the WAL file (a 512 KiB row
-    // of its own in `meta`), so the WAL's end is the file's end; and a reader whose snapshot
-    // needs those frames (started at once, before the checkpointer copies them out), which
-    // keeps the WAL from being reused until it ends.
-    let pin = rusqlite::Connection::open(relay.db_path()).expect("open a connection");
-    pin.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    pin.execute_batch(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES ('disk_full_test', zeroblob(524288)); \
-         BEGIN; SELECT COUNT(*) FROM meta;",
-    )
-    .expect("pin a snapshot in the WAL");
+    let pin = pin_wal(&relay.db_path());
     let filler = fs.fill();
     // Every request is answered 200 while the disk is full; the writes wait.
     eventually(Duration::from_secs(10), || async { rx.in_flight() == 0 }).await;
