@@ -75,7 +75,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -101,7 +104,8 @@ fn padded(tag: &str, i: usize, pad: usize) -> String {
 /// copies them out), which keeps the WAL from being reused until it ends (`COMMIT`).
 fn pin_wal(db: &Path) -> rusqlite::Connection {
     let pin = rusqlite::Connection::open(db).expect("open a connection");
-    pin.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    pin.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
     pin.execute_batch(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('disk_full_test', zeroblob(524288)); \
          BEGIN; SELECT COUNT(*) FROM meta;",
@@ -185,11 +189,15 @@ async fn disk_full_ingest_answers_503_keeps_acknowledged_events_and_recovers() {
     assert_eq!(bad.status(), 401);
     // The recorder flushes every 200 ms: its write met the full disk.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(!rejected_401(&relay).await, "a rejection was written onto a full disk");
+    assert!(
+        !rejected_401(&relay).await,
+        "a rejection was written onto a full disk"
+    );
 
     // Space returns: ingest recovers by itself, no restart.
     std::fs::remove_file(&filler).expect("remove filler");
-    pin.execute_batch("COMMIT").expect("end the reader's snapshot");
+    pin.execute_batch("COMMIT")
+        .expect("end the reader's snapshot");
     drop(pin);
     let mut i = 0;
     let id = eventually_some(Duration::from_secs(20), || {
@@ -250,16 +258,23 @@ async fn disk_full_delivery_outcomes_wait_and_every_delivery_ends_delivered_once
     // Proof the writes met the full disk: no outcome is stored yet.
     for id in &ids {
         let d = relay.delivery(id, "a").await.expect("the delivery row");
-        assert_eq!(d.state, "pending", "{id}: an outcome was written onto a full disk");
+        assert_eq!(
+            d.state, "pending",
+            "{id}: an outcome was written onto a full disk"
+        );
     }
     std::fs::remove_file(&filler).expect("remove filler");
-    pin.execute_batch("COMMIT").expect("end the reader's snapshot");
+    pin.execute_batch("COMMIT")
+        .expect("end the reader's snapshot");
     drop(pin);
 
     // Every delivery ends delivered, with its attempts recorded.
     for id in &ids {
         let d = eventually_some(Duration::from_secs(20), || async {
-            relay.delivery(id, "a").await.filter(|d| d.state == "succeeded")
+            relay
+                .delivery(id, "a")
+                .await
+                .filter(|d| d.state == "succeeded")
         })
         .await;
         let attempts: serde_json::Value = relay

@@ -38,7 +38,10 @@ async fn history_retention_prunes_finished_events_and_keeps_pending_ones() {
     }
     for id in &done {
         eventually_some(Duration::from_secs(10), || async {
-            relay.delivery(id, "a").await.filter(|d| d.state == "succeeded")
+            relay
+                .delivery(id, "a")
+                .await
+                .filter(|d| d.state == "succeeded")
         })
         .await;
     }
@@ -94,9 +97,18 @@ async fn history_retention_prunes_finished_events_and_keeps_pending_ones() {
         .json()
         .await
         .expect("json");
-    assert_eq!(list["events"].as_array().expect("events").len(), 3, "{list}");
+    assert_eq!(
+        list["events"].as_array().expect("events").len(),
+        3,
+        "{list}"
+    );
 
-    let metrics = relay.admin_get("/metrics").await.text().await.expect("text");
+    let metrics = relay
+        .admin_get("/metrics")
+        .await
+        .text()
+        .await
+        .expect("text");
     let pruned = metrics
         .lines()
         .find_map(|l| l.strip_prefix("relayarr_events_pruned_total "))

@@ -1499,7 +1499,11 @@ async fn prune_all(store: &Arc<dyn Store>, r: store::EventRetention) -> u64 {
     loop {
         let n = store.prune_events(r).await.expect("prune_events");
         total += n;
-        assert!(n <= r.batch as u64, "a batch deletes at most {} events", r.batch);
+        assert!(
+            n <= r.batch as u64,
+            "a batch deletes at most {} events",
+            r.batch
+        );
         if n < r.batch as u64 {
             return total;
         }
@@ -1606,13 +1610,37 @@ async fn check_event_retention_keeps_pending_work(b: Backend) {
     let cutoff = now_ms() - 24 * 3600 * 1000;
     assert_eq!(prune_all(s, rule(cutoff, u64::MAX, 1)).await, 2);
     assert!(!exists(s, &done_id).await && !exists(s, &failed_id).await);
-    for id in [&pending_id, &unrouted_id, &waiting_id, &g1_id, &g2_id, &young_id] {
-        assert!(exists(s, id).await, "event {id} has pending work or is young");
+    for id in [
+        &pending_id,
+        &unrouted_id,
+        &waiting_id,
+        &g1_id,
+        &g2_id,
+        &young_id,
+    ] {
+        assert!(
+            exists(s, id).await,
+            "event {id} has pending work or is young"
+        );
     }
     // Its deliveries and attempts went with it: nothing is left that names it.
-    assert!(s.attempts_for_event(&done_id).await.expect("attempts").is_empty());
-    assert!(s.attempts_for_event(&failed_id).await.expect("attempts").is_empty());
-    assert_eq!(s.attempts_for_event(&pending_id).await.expect("attempts").len(), 1);
+    assert!(s
+        .attempts_for_event(&done_id)
+        .await
+        .expect("attempts")
+        .is_empty());
+    assert!(s
+        .attempts_for_event(&failed_id)
+        .await
+        .expect("attempts")
+        .is_empty());
+    assert_eq!(
+        s.attempts_for_event(&pending_id)
+            .await
+            .expect("attempts")
+            .len(),
+        1
+    );
     let counts = s.delivery_counts("h").await.expect("counts");
     assert_eq!((counts.pending, counts.succeeded, counts.failed), (1, 1, 0));
     assert_eq!(s.count_events().await.expect("count"), 6);
@@ -1620,8 +1648,16 @@ async fn check_event_retention_keeps_pending_work(b: Backend) {
     // By count: beyond 2 events the oldest prunable go, and only the young one is.
     assert_eq!(prune_all(s, rule(0, 2, 10)).await, 1);
     assert!(!exists(s, &young_id).await);
-    assert_eq!(s.count_events().await.expect("count"), 5, "busy events stay over the cap");
-    assert_eq!(prune_all(s, rule(cutoff, 0, 10)).await, 0, "nothing else is prunable");
+    assert_eq!(
+        s.count_events().await.expect("count"),
+        5,
+        "busy events stay over the cap"
+    );
+    assert_eq!(
+        prune_all(s, rule(cutoff, 0, 10)).await,
+        0,
+        "nothing else is prunable"
+    );
 
     // Once the work is done, the events go, group members and debounce items too.
     s.update_deliveries(vec![
@@ -1642,8 +1678,18 @@ async fn check_event_retention_keeps_pending_work(b: Backend) {
     for id in [&pending_id, &g1_id, &g2_id] {
         assert!(!exists(s, id).await, "event {id} is finished and old");
     }
-    assert!(s.attempts_for_event(&pending_id).await.expect("attempts").is_empty());
-    assert_eq!(s.delivery_counts("plex:home").await.expect("counts").succeeded, 0);
+    assert!(s
+        .attempts_for_event(&pending_id)
+        .await
+        .expect("attempts")
+        .is_empty());
+    assert_eq!(
+        s.delivery_counts("plex:home")
+            .await
+            .expect("counts")
+            .succeeded,
+        0
+    );
     // Left: the unrouted event, and the one whose debounce item has not fired.
     assert_eq!(s.count_events().await.expect("count"), 2);
     assert!(exists(s, &unrouted_id).await && exists(s, &waiting_id).await);
@@ -1706,8 +1752,10 @@ async fn store_sqlite_retention_gives_space_back() {
     }
     let keep = 100u64;
     s.create_deliveries(Vec::new(), seqs).await.expect("routed");
-    // A pass with nothing to free lets the checkpoint settle the WAL before measuring.
+    // A pass with nothing to free truncates the WAL; the writer does that after answering,
+    // and a ping is handled after it.
     s.compact(1).await.expect("compact");
+    s.ping(Duration::from_secs(10)).await.expect("ping");
     let before = sqlite_bytes(&db);
     let db_before = std::fs::metadata(&db).expect("db").len();
     let pruned = prune_all(&s, rule(0, keep, 200)).await;
@@ -1722,6 +1770,7 @@ async fn store_sqlite_retention_gives_space_back() {
         assert!(c.pages_freed > 0, "every step frees pages: {c:?}");
         assert!(steps < 1_000, "compaction ends");
     }
+    s.ping(Duration::from_secs(10)).await.expect("ping");
     let after = sqlite_bytes(&db);
     println!(
         "{N} events of {BODY} B bodies: {before} B on disk, {db_before} B of it the database \
@@ -1746,7 +1795,9 @@ fn auto_vacuum(db: &Path) -> i64 {
 async fn store_sqlite_enables_incremental_vacuum_on_an_older_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("relayarr.db");
-    let s = store::open(&StoreConfig::default(), &db).await.expect("open");
+    let s = store::open(&StoreConfig::default(), &db)
+        .await
+        .expect("open");
     let (id, _) = append(&s, new_event("sonarr", "kept across the rewrite")).await;
     s.close().await.expect("close");
     assert_eq!(auto_vacuum(&db), 2, "a new file is made incremental");
@@ -1757,7 +1808,9 @@ async fn store_sqlite_enables_incremental_vacuum_on_an_older_file() {
             .expect("turn auto-vacuum off");
     }
     assert_eq!(auto_vacuum(&db), 0);
-    let s = store::open(&StoreConfig::default(), &db).await.expect("reopen");
+    let s = store::open(&StoreConfig::default(), &db)
+        .await
+        .expect("reopen");
     assert!(exists(&s, &id).await, "the rewrite keeps the data");
     s.close().await.expect("close");
     assert_eq!(auto_vacuum(&db), 2, "the start converted the older file");

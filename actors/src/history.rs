@@ -234,11 +234,14 @@ impl Actor for HistoryActor {
                             batches = run.batches,
                             pages_freed = run.pages,
                             file_bytes = c.file_bytes,
-                            took_ms = u64::try_from(run.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                            took_ms = u64::try_from(run.started.elapsed().as_millis())
+                                .unwrap_or(u64::MAX),
                             "event retention applied"
                         );
                     }
-                    Err(error) => tracing::warn!(%error, pruned = run.events, "could not give freed space back; retried after the next run"),
+                    Err(error) => {
+                        tracing::warn!(%error, pruned = run.events, "could not give freed space back; retried after the next run")
+                    }
                 }
                 st.pruning = false;
             }

@@ -40,10 +40,9 @@ use super::{count_into, state_sql};
 use super::{
     now_ms, rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, Compacted, DebounceItem,
     Delivery, DeliveryCounts, DeliveryInfo, DeliveryQueue, DeliveryUpdate, EventDeliveries,
-    EventFileKey, EventRetention,
-    EventFilter, EventLog, EventSummary, FireGroup, Fired, Group, History, HookOverrides,
-    Membership, NewDelivery, NewEvent, PendingSummary, Rejection, ReplayScope, RuntimeState, Store,
-    StoreConfig, StoreError, StoredEvent,
+    EventFileKey, EventFilter, EventLog, EventRetention, EventSummary, FireGroup, Fired, Group,
+    History, HookOverrides, Membership, NewDelivery, NewEvent, PendingSummary, Rejection,
+    ReplayScope, RuntimeState, Store, StoreConfig, StoreError, StoredEvent,
 };
 
 /// The schema, one migration per entry; `schema_version` records those applied. SQLite's

@@ -22,9 +22,9 @@ use super::codec::{decode, prefix, row_to_committed, DedupCache, Encoded, CODEC_
 use super::{count_into, state_sql};
 use super::{
     rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, Compacted, DebounceItem, Delivery,
-    DeliveryCounts, DeliveryUpdate, EventFileKey, EventRetention, FireGroup, Fired, Group, HookOverrides,
-    NewDelivery, NewEvent, PendingSummary, Rejection, ReplayScope, Store, StoreConfig, StoreError,
-    StoredEvent,
+    DeliveryCounts, DeliveryUpdate, EventFileKey, EventRetention, FireGroup, Fired, Group,
+    HookOverrides, NewDelivery, NewEvent, PendingSummary, Rejection, ReplayScope, Store,
+    StoreConfig, StoreError, StoredEvent,
 };
 use super::{
     DeliveryInfo, DeliveryQueue, EventDeliveries, EventFilter, EventLog, EventSummary, History,
@@ -605,8 +605,18 @@ impl Writer {
         let size = std::fs::metadata(&self.wal_path)
             .map(|m| m.len())
             .unwrap_or(0);
-        match self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-            Ok(()) => tracing::debug!(wal_bytes_before = size, "WAL truncated after retention"),
+        // The row is (busy, frames in the WAL, frames checkpointed); busy means a reader
+        // kept the checkpoint from finishing within the busy timeout.
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            }) {
+            Ok(0) => tracing::debug!(wal_bytes_before = size, "WAL truncated after retention"),
+            Ok(_) => tracing::info!(
+                wal_bytes = size,
+                "WAL not truncated after retention: a reader was still using it (next run)"
+            ),
             Err(error) => {
                 tracing::warn!(%error, wal_bytes = size, "could not truncate the WAL after retention")
             }
@@ -1112,7 +1122,9 @@ fn prune_events(tx: &rusqlite::Transaction<'_>, rule: EventRetention) -> Result<
             "SELECT e.seq, e.id FROM events e WHERE e.received_at < ?1 AND {PRUNABLE} \
              ORDER BY e.seq LIMIT ?2"
         ))?
-        .query_map(params![rule.older_than_ms, batch], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![rule.older_than_ms, batch], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<Result<_, _>>()?;
     let left = batch - i64::try_from(seqs.len()).unwrap_or(0);
     if left > 0 {
@@ -1126,7 +1138,9 @@ fn prune_events(tx: &rusqlite::Transaction<'_>, rule: EventRetention) -> Result<
                     "SELECT e.seq, e.id FROM events e WHERE e.seq > ?1 AND {PRUNABLE} \
                      ORDER BY e.seq LIMIT ?2"
                 ))?
-                .query_map(params![after, over.min(left)], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(params![after, over.min(left)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
                 .collect::<Result<_, _>>()?;
             seqs.extend(more);
         }
@@ -1148,10 +1162,7 @@ fn prune_events(tx: &rusqlite::Transaction<'_>, rule: EventRetention) -> Result<
 }
 
 /// One step of giving free pages back to the file system (incremental auto-vacuum).
-fn compact(
-    tx: &rusqlite::Transaction<'_>,
-    max_pages: u64,
-) -> Result<Compacted, StoreError> {
+fn compact(tx: &rusqlite::Transaction<'_>, max_pages: u64) -> Result<Compacted, StoreError> {
     let free = |tx: &rusqlite::Transaction<'_>| -> Result<u64, StoreError> {
         let n: i64 = tx.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -1198,9 +1209,8 @@ fn enable_incremental_vacuum(conn: &Connection, path: &Path) {
          this takes about a second per 100 MB"
     );
     let started = std::time::Instant::now();
-    let res = conn.execute_batch(
-        "PRAGMA auto_vacuum=INCREMENTAL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
-    );
+    let res = conn
+        .execute_batch("PRAGMA auto_vacuum=INCREMENTAL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE);");
     let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match res {
         Ok(()) => tracing::info!(
