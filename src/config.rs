@@ -1471,6 +1471,36 @@ auth = "none"
     }
 
     #[test]
+    fn config_history_retention_is_validated_naming_the_key() {
+        let text =
+            "[history]\nevents_max_age = \"10m\"\nevents_max_count = 0\nprune_every = \"0s\"\n";
+        let msg = messages(load(text, &[]).expect_err("invalid"));
+        for needle in [
+            "history.events_max_age",
+            "at least 1h",
+            "history.events_max_count",
+            "history.prune_every",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+        }
+        // Environment overrides reach the new keys like any other.
+        let cfg = load(
+            "",
+            &[
+                ("RELAYARR_HISTORY__EVENTS_MAX_AGE", "2d"),
+                ("RELAYARR_HISTORY__EVENTS_MAX_COUNT", "500"),
+            ],
+        )
+        .map_err(messages)
+        .expect("valid");
+        assert_eq!(
+            cfg.history.events_max_age,
+            std::time::Duration::from_secs(2 * 86_400)
+        );
+        assert_eq!(cfg.history.events_max_count, 500);
+    }
+
+    #[test]
     fn config_server_limits_are_validated_naming_the_key() {
         let text = r#"
 [server]
