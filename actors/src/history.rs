@@ -2,10 +2,11 @@
 //! owns retention: of delivery attempts, and of events (with their deliveries and attempts)
 //! once they have no pending work, in small batches that give the single SQLite writer back
 //! to ingest between them, followed by giving the freed space back to the file system.
-//! The attempts themselves (hook, event, attempt number, time, status or error, latency, and 1 KiB excerpts of request and response
-//! bodies, secrets redacted by the hook) are written by each target's ordered writer,
-//! together with the outcomes they led to (`delivery::shared::WriteOp::Outcomes`): none is
-//! dropped, and the memory they take waits within the target's window.
+//! The attempts themselves (hook, event, attempt number, time, status or error, latency,
+//! and 1 KiB excerpts of request and response bodies, secrets redacted by the hook) are
+//! written by each target's ordered writer, together with the outcomes they led to
+//! (`delivery::shared::WriteOp::Outcomes`): none is dropped, and the memory they take waits
+//! within the target's window.
 
 use std::sync::Arc;
 use std::time::Duration;
