@@ -329,6 +329,7 @@ impl Config {
             ));
         }
         self.validate_server_limits(&mut errs);
+        self.validate_history(&mut errs);
         if self.store.max_batch == 0 {
             errs.push(ConfigError::invalid(
                 "store.max_batch",
@@ -535,6 +536,34 @@ impl Config {
 
     /// `[[arr]]`: names, keys, URLs, the source each reconciles, and intervals.
     /// The limits that protect the HTTP server from slow or hostile clients.
+    /// `[history]`: retention needs a timer that fires, and events must outlive the hour of
+    /// history the reconciliation pollers compare against (or they would recreate them).
+    fn validate_history(&self, errs: &mut Vec<ConfigError>) {
+        let h = &self.history;
+        if h.prune_every.is_zero() {
+            errs.push(ConfigError::invalid(
+                "history.prune_every",
+                "must be longer than 0s",
+                "remove it to use the default of 10m",
+            ));
+        }
+        if h.events_max_age < std::time::Duration::from_secs(3600) {
+            errs.push(ConfigError::invalid(
+                "history.events_max_age",
+                "must be at least 1h (the pollers compare against the last hour of events, and \
+                 would recreate events pruned sooner)",
+                "remove it to use the default of 30d",
+            ));
+        }
+        if h.events_max_count == 0 {
+            errs.push(ConfigError::invalid(
+                "history.events_max_count",
+                "must be at least 1",
+                "remove it to use the default of 100000",
+            ));
+        }
+    }
+
     fn validate_server_limits(&self, errs: &mut Vec<ConfigError>) {
         let s = &self.server;
         for (key, value, default) in [
@@ -1439,6 +1468,36 @@ auth = "none"
         ] {
             assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
         }
+    }
+
+    #[test]
+    fn config_history_retention_is_validated_naming_the_key() {
+        let text =
+            "[history]\nevents_max_age = \"10m\"\nevents_max_count = 0\nprune_every = \"0s\"\n";
+        let msg = messages(load(text, &[]).expect_err("invalid"));
+        for needle in [
+            "history.events_max_age",
+            "at least 1h",
+            "history.events_max_count",
+            "history.prune_every",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+        }
+        // Environment overrides reach the new keys like any other.
+        let cfg = load(
+            "",
+            &[
+                ("RELAYARR_HISTORY__EVENTS_MAX_AGE", "2d"),
+                ("RELAYARR_HISTORY__EVENTS_MAX_COUNT", "500"),
+            ],
+        )
+        .map_err(messages)
+        .expect("valid");
+        assert_eq!(
+            cfg.history.events_max_age,
+            std::time::Duration::from_secs(2 * 86_400)
+        );
+        assert_eq!(cfg.history.events_max_count, 500);
     }
 
     #[test]

@@ -208,6 +208,7 @@ async fn observability_metrics_count_known_traffic() {
         ("relayarr_debounce_groups_fired_total", "counter"),
         ("relayarr_plex_scans_total", "counter"),
         ("relayarr_plex_card_uploads_total", "counter"),
+        ("relayarr_events_pruned_total", "counter"),
     ] {
         assert!(
             text.contains(&format!("# HELP {family} ")),

@@ -1481,3 +1481,337 @@ async fn store_open_fails_fast_when_postgres_is_unreachable() {
     assert!(msg.contains("127.0.0.1:1"), "says where: {msg}");
     assert!(!msg.contains("hunter2"), "{msg}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Event retention
+
+fn rule(older_than_ms: i64, keep_max: u64, batch: usize) -> store::EventRetention {
+    store::EventRetention {
+        older_than_ms,
+        keep_max,
+        batch,
+    }
+}
+
+/// Prunes in batches until a batch deletes fewer than asked; returns the total.
+async fn prune_all(store: &Arc<dyn Store>, r: store::EventRetention) -> u64 {
+    let mut total = 0;
+    loop {
+        let n = store.prune_events(r).await.expect("prune_events");
+        total += n;
+        assert!(
+            n <= r.batch as u64,
+            "a batch deletes at most {} events",
+            r.batch
+        );
+        if n < r.batch as u64 {
+            return total;
+        }
+    }
+}
+
+async fn exists(store: &Arc<dyn Store>, id: &str) -> bool {
+    store.get_event(id).await.expect("get_event").is_some()
+}
+
+async fn check_event_retention_keeps_pending_work(b: Backend) {
+    let s = &b.store;
+    let old = now_ms() - 2 * 24 * 3600 * 1000;
+    let ev = |body: &str, at: i64| new_event_at("sonarr", EventKind::Import, body, at);
+    // Finished: delivered (with attempts), and given up.
+    let (done_id, done) = append(s, ev("done", old)).await;
+    let (failed_id, failed) = append(s, ev("failed", old)).await;
+    // Busy: a pending delivery, unrouted, an unfired debounce item, a pending group.
+    let (pending_id, pending) = append(s, ev("pending", old)).await;
+    let (unrouted_id, _) = append(s, ev("unrouted", old)).await;
+    let (waiting_id, waiting) = append(s, ev("waiting", old)).await;
+    let (g1_id, g1) = append(s, ev("group-1", old)).await;
+    let (g2_id, g2) = append(s, ev("group-2", old)).await;
+    // Young and finished.
+    let (young_id, young) = append(s, ev("young", now_ms())).await;
+
+    let created = s
+        .create_deliveries(
+            vec![
+                delivery(done, "h"),
+                delivery(failed, "h"),
+                delivery(pending, "h"),
+                delivery(young, "h"),
+            ],
+            vec![done, failed, pending, waiting, g1, g2, young],
+        )
+        .await
+        .expect("create deliveries");
+    let id_of = |seq: i64| created.iter().find(|d| d.event_seq == seq).expect("row").id;
+    s.update_deliveries(vec![
+        DeliveryUpdate::Succeeded {
+            id: id_of(done),
+            attempts: 1,
+            status: 200,
+        },
+        DeliveryUpdate::Failed {
+            id: id_of(failed),
+            attempts: 1,
+            status: Some(400),
+            error: None,
+        },
+        DeliveryUpdate::Retry {
+            id: id_of(pending),
+            attempts: 1,
+            next_attempt_at_ms: now_ms() + 60_000,
+            status: Some(503),
+            error: None,
+        },
+        DeliveryUpdate::Succeeded {
+            id: id_of(young),
+            attempts: 1,
+            status: 200,
+        },
+    ])
+    .await
+    .expect("outcomes");
+    s.record_attempts(vec![
+        attempt(id_of(done), &done_id, 1, old),
+        attempt(id_of(failed), &failed_id, 1, old),
+        attempt(id_of(pending), &pending_id, 1, old),
+    ])
+    .await
+    .expect("attempts");
+    let item = |seq: i64, key: &str| DebounceItem {
+        target: "plex:home".into(),
+        key: key.into(),
+        event_seq: seq,
+        received_at_ms: old,
+        quiet_ms: 5_000,
+        max_wait_ms: 60_000,
+    };
+    s.add_debounce_items(vec![
+        item(waiting, "/tv/Waiting"),
+        item(g1, "/tv/Group"),
+        item(g2, "/tv/Group"),
+    ])
+    .await
+    .expect("debounce items");
+    let group = fired_delivery(
+        s.fire_group(FireGroup {
+            target: "plex:home".into(),
+            webhook_id: "grp_retention".into(),
+            group: Group {
+                key: "/tv/Group".into(),
+                seqs: vec![g1, g2],
+            },
+        })
+        .await
+        .expect("fire"),
+    )
+    .expect("the group's delivery");
+
+    // By age, one event per batch: exactly the two finished old events go.
+    let cutoff = now_ms() - 24 * 3600 * 1000;
+    assert_eq!(prune_all(s, rule(cutoff, u64::MAX, 1)).await, 2);
+    assert!(!exists(s, &done_id).await && !exists(s, &failed_id).await);
+    for id in [
+        &pending_id,
+        &unrouted_id,
+        &waiting_id,
+        &g1_id,
+        &g2_id,
+        &young_id,
+    ] {
+        assert!(
+            exists(s, id).await,
+            "event {id} has pending work or is young"
+        );
+    }
+    // Its deliveries and attempts went with it: nothing is left that names it.
+    assert!(s
+        .attempts_for_event(&done_id)
+        .await
+        .expect("attempts")
+        .is_empty());
+    assert!(s
+        .attempts_for_event(&failed_id)
+        .await
+        .expect("attempts")
+        .is_empty());
+    assert_eq!(
+        s.attempts_for_event(&pending_id)
+            .await
+            .expect("attempts")
+            .len(),
+        1
+    );
+    let counts = s.delivery_counts("h").await.expect("counts");
+    assert_eq!((counts.pending, counts.succeeded, counts.failed), (1, 1, 0));
+    assert_eq!(s.count_events().await.expect("count"), 6);
+
+    // By count: beyond 2 events the oldest prunable go, and only the young one is.
+    assert_eq!(prune_all(s, rule(0, 2, 10)).await, 1);
+    assert!(!exists(s, &young_id).await);
+    assert_eq!(
+        s.count_events().await.expect("count"),
+        5,
+        "busy events stay over the cap"
+    );
+    assert_eq!(
+        prune_all(s, rule(cutoff, 0, 10)).await,
+        0,
+        "nothing else is prunable"
+    );
+
+    // Once the work is done, the events go, group members and debounce items too.
+    s.update_deliveries(vec![
+        DeliveryUpdate::Succeeded {
+            id: id_of(pending),
+            attempts: 2,
+            status: 200,
+        },
+        DeliveryUpdate::Succeeded {
+            id: group.id,
+            attempts: 1,
+            status: 200,
+        },
+    ])
+    .await
+    .expect("finish");
+    assert_eq!(prune_all(s, rule(cutoff, u64::MAX, 2)).await, 3);
+    for id in [&pending_id, &g1_id, &g2_id] {
+        assert!(!exists(s, id).await, "event {id} is finished and old");
+    }
+    assert!(s
+        .attempts_for_event(&pending_id)
+        .await
+        .expect("attempts")
+        .is_empty());
+    assert_eq!(
+        s.delivery_counts("plex:home")
+            .await
+            .expect("counts")
+            .succeeded,
+        0
+    );
+    // Left: the unrouted event, and the one whose debounce item has not fired.
+    assert_eq!(s.count_events().await.expect("count"), 2);
+    assert!(exists(s, &unrouted_id).await && exists(s, &waiting_id).await);
+    assert_eq!(
+        s.pending_debounce_items().await.expect("items"),
+        vec![item(waiting, "/tv/Waiting")]
+    );
+    // PostgreSQL gives no space back by itself; the call says so by freeing nothing.
+    let c = s.compact(1024).await.expect("compact");
+    if b.pg_url.is_some() {
+        assert_eq!(c, store::Compacted::default());
+    }
+}
+on_both!(
+    check_event_retention_keeps_pending_work,
+    store_event_retention_keeps_pending_work_sqlite,
+    store_event_retention_keeps_pending_work_postgres
+);
+
+/// Bytes of the SQLite file and its WAL.
+fn sqlite_bytes(db: &Path) -> u64 {
+    let wal = db.with_file_name(format!(
+        "{}-wal",
+        db.file_name().expect("name").to_string_lossy()
+    ));
+    [db.to_path_buf(), wal]
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+/// A body that LZ4 cannot shrink much: hex of a hash chain, `len` bytes.
+fn incompressible(seed: usize, len: usize) -> String {
+    let mut out = String::with_capacity(len + 64);
+    let mut h: [u8; 32] = Sha256::digest(seed.to_le_bytes()).into();
+    while out.len() < len {
+        out.push_str(&hex::encode(h));
+        h = Sha256::digest(h).into();
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_sqlite_retention_gives_space_back() {
+    const N: usize = 2_000;
+    const BODY: usize = 4_096;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("relayarr.db");
+    let s = store::open(&StoreConfig::default(), &db)
+        .await
+        .expect("open SQLite");
+    let old = now_ms() - 2 * 24 * 3600 * 1000;
+    let mut seqs = Vec::with_capacity(N);
+    for i in 0..N {
+        // A small normalised event, and a raw body of BODY bytes that LZ4 cannot shrink.
+        let mut ev = new_event_at("sonarr", EventKind::Import, &format!("n{i}"), old);
+        ev.raw = Bytes::from(incompressible(i, BODY));
+        seqs.push(append(&s, ev).await.1);
+    }
+    let keep = 100u64;
+    s.create_deliveries(Vec::new(), seqs).await.expect("routed");
+    // A pass with nothing to free truncates the WAL; the writer does that after answering,
+    // and a ping is handled after it.
+    s.compact(1).await.expect("compact");
+    s.ping(Duration::from_secs(10)).await.expect("ping");
+    let before = sqlite_bytes(&db);
+    let db_before = std::fs::metadata(&db).expect("db").len();
+    let pruned = prune_all(&s, rule(0, keep, 200)).await;
+    assert_eq!(pruned, N as u64 - keep);
+    let mut steps = 0;
+    loop {
+        let c = s.compact(2048).await.expect("compact");
+        steps += 1;
+        if c.pages_left == 0 {
+            break;
+        }
+        assert!(c.pages_freed > 0, "every step frees pages: {c:?}");
+        assert!(steps < 1_000, "compaction ends");
+    }
+    s.ping(Duration::from_secs(10)).await.expect("ping");
+    let after = sqlite_bytes(&db);
+    println!(
+        "{N} events of {BODY} B bodies: {before} B on disk, {db_before} B of it the database \
+         ({} B/event); after pruning to {keep}: {after} B ({steps} compaction steps)",
+        db_before / N as u64
+    );
+    assert!(
+        after * 5 < before,
+        "the file shrinks with the events: {before} B before, {after} B after"
+    );
+    let _ = s.close().await;
+}
+
+/// `PRAGMA auto_vacuum` of a closed SQLite file (0 none, 1 full, 2 incremental).
+fn auto_vacuum(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).expect("open the file");
+    conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .expect("auto_vacuum")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_sqlite_enables_incremental_vacuum_on_an_older_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("relayarr.db");
+    let s = store::open(&StoreConfig::default(), &db)
+        .await
+        .expect("open");
+    let (id, _) = append(&s, new_event("sonarr", "kept across the rewrite")).await;
+    s.close().await.expect("close");
+    assert_eq!(auto_vacuum(&db), 2, "a new file is made incremental");
+    // Make it what an older relayarr left: no auto-vacuum.
+    {
+        let conn = rusqlite::Connection::open(&db).expect("open the file");
+        conn.execute_batch("PRAGMA auto_vacuum=NONE; VACUUM;")
+            .expect("turn auto-vacuum off");
+    }
+    assert_eq!(auto_vacuum(&db), 0);
+    let s = store::open(&StoreConfig::default(), &db)
+        .await
+        .expect("reopen");
+    assert!(exists(&s, &id).await, "the rewrite keeps the data");
+    s.close().await.expect("close");
+    assert_eq!(auto_vacuum(&db), 2, "the start converted the older file");
+}

@@ -1,9 +1,12 @@
 //! The history recorder: batches writes of rejected requests (bounded in the store), and
-//! owns the retention of delivery attempts. The attempts themselves (hook, event, attempt
-//! number, time, status or error, latency, and 1 KiB excerpts of request and response
-//! bodies, secrets redacted by the hook) are written by each target's ordered writer,
-//! together with the outcomes they led to (`delivery::shared::WriteOp::Outcomes`): none is
-//! dropped, and the memory they take waits within the target's window.
+//! owns retention: of delivery attempts, and of events (with their deliveries and attempts)
+//! once they have no pending work, in small batches that give the single SQLite writer back
+//! to ingest between them, followed by giving the freed space back to the file system.
+//! The attempts themselves (hook, event, attempt number, time, status or error, latency,
+//! and 1 KiB excerpts of request and response bodies, secrets redacted by the hook) are
+//! written by each target's ordered writer, together with the outcomes they led to
+//! (`delivery::shared::WriteOp::Outcomes`): none is dropped, and the memory they take waits
+//! within the target's window.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +14,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{now_ms, Rejection, Store};
+use crate::metrics::Metrics;
+use crate::store::{now_ms, EventRetention, Rejection, Store};
 
-/// `[history]`: how long attempts are kept.
+/// `[history]`: how long attempts and events are kept.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
@@ -25,6 +29,13 @@ pub struct HistoryConfig {
     /// How often retention runs.
     #[serde(with = "humantime_serde")]
     pub prune_every: Duration,
+    /// Events (raw body, normalised form, deliveries and their attempts) received longer
+    /// ago than this are deleted once they have no pending work. At least 1h: the
+    /// reconciliation pollers compare against the last hour of events.
+    #[serde(with = "humantime_serde")]
+    pub events_max_age: Duration,
+    /// At most this many events are kept; beyond it the oldest without pending work go.
+    pub events_max_count: u64,
 }
 
 impl Default for HistoryConfig {
@@ -33,6 +44,8 @@ impl Default for HistoryConfig {
             retention: Duration::from_secs(30 * 24 * 3600),
             max_attempts: 1_000_000,
             prune_every: Duration::from_secs(600),
+            events_max_age: Duration::from_secs(30 * 24 * 3600),
+            events_max_count: 100_000,
         }
     }
 }
@@ -43,17 +56,36 @@ pub enum HistoryMsg {
     Flush,
     /// Timer: apply retention.
     Prune,
+    /// The next batch of event retention (sent to itself, so rejections and flushes are
+    /// handled between batches).
+    PruneEvents(PruneRun),
+    /// The next step of giving freed pages back to the file system.
+    Compact(PruneRun),
+}
+
+/// Progress of one retention run, carried from batch to batch for its log lines.
+#[derive(Clone, Copy, Debug)]
+pub struct PruneRun {
+    rule: EventRetention,
+    started: std::time::Instant,
+    events: u64,
+    batches: u64,
+    pages: u64,
 }
 
 #[derive(Clone)]
 pub struct HistoryArgs {
     pub store: Arc<dyn Store>,
     pub cfg: HistoryConfig,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct HistoryState {
     store: Arc<dyn Store>,
     cfg: HistoryConfig,
+    metrics: Arc<Metrics>,
+    /// A retention run is under way: a timer tick does not start another.
+    pruning: bool,
     rejections: Vec<Rejection>,
     dropped: u64,
 }
@@ -61,6 +93,18 @@ pub struct HistoryState {
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// A flood must not grow memory: beyond this many buffered rows, new ones are counted only.
 const BUFFER_MAX: usize = 20_000;
+/// Events deleted per transaction. With SQLite one writer serves ingest too, and a batch
+/// of small events deletes in a few milliseconds, so a webhook waits at most that long.
+const PRUNE_BATCH: usize = 200;
+/// Pages (4 KiB) given back per compaction step: about 8 MiB, a few milliseconds.
+const COMPACT_PAGES: u64 = 2048;
+/// The writer is left to ingest for this long between two batches.
+const PRUNE_PAUSE: Duration = Duration::from_millis(20);
+
+/// The cutoff of a retention run started at `now_ms`: `max_age` before it.
+pub fn cutoff_ms(now_ms: i64, max_age: Duration) -> i64 {
+    now_ms.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX))
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct HistoryActor;
@@ -76,8 +120,18 @@ impl HistoryActor {
         }
         if !st.rejections.is_empty() {
             let rows = std::mem::take(&mut st.rejections);
-            if let Err(error) = st.store.record_rejections(rows).await {
-                tracing::error!(%error, "could not record rejections");
+            let n = rows.len();
+            if let Err(error) = st.store.record_rejections(rows.clone()).await {
+                // A full disk or a locked store: keep them for the next flush (the buffer
+                // stays bounded: what arrived meanwhile is dropped first, and counted).
+                tracing::warn!(%error, rejections = n, "could not record rejections; retrying at the next flush");
+                let mut kept = rows;
+                kept.append(&mut st.rejections);
+                if kept.len() > BUFFER_MAX {
+                    st.dropped += (kept.len() - BUFFER_MAX) as u64;
+                    kept.truncate(BUFFER_MAX);
+                }
+                st.rejections = kept;
             }
         }
     }
@@ -102,6 +156,8 @@ impl Actor for HistoryActor {
         Ok(HistoryState {
             store: args.store,
             cfg: args.cfg,
+            metrics: args.metrics,
+            pruning: false,
             rejections: Vec::new(),
             dropped: 0,
         })
@@ -109,7 +165,7 @@ impl Actor for HistoryActor {
 
     async fn handle(
         &self,
-        _me: ActorRef<HistoryMsg>,
+        me: ActorRef<HistoryMsg>,
         msg: HistoryMsg,
         st: &mut HistoryState,
     ) -> Result<(), ActorProcessingErr> {
@@ -118,13 +174,77 @@ impl Actor for HistoryActor {
             HistoryMsg::Rejected(_) => st.dropped += 1,
             HistoryMsg::Flush => Self::flush(st).await,
             HistoryMsg::Prune => {
-                let cutoff =
-                    now_ms() - i64::try_from(st.cfg.retention.as_millis()).unwrap_or(i64::MAX / 2);
+                let cutoff = cutoff_ms(now_ms(), st.cfg.retention);
                 match st.store.prune_attempts(cutoff, st.cfg.max_attempts).await {
                     Ok(0) => {}
                     Ok(deleted) => tracing::info!(deleted, "history retention applied"),
                     Err(error) => tracing::error!(%error, "history retention failed"),
                 }
+                if !st.pruning {
+                    st.pruning = true;
+                    let run = PruneRun {
+                        rule: EventRetention {
+                            older_than_ms: cutoff_ms(now_ms(), st.cfg.events_max_age),
+                            keep_max: st.cfg.events_max_count,
+                            batch: PRUNE_BATCH,
+                        },
+                        started: std::time::Instant::now(),
+                        events: 0,
+                        batches: 0,
+                        pages: 0,
+                    };
+                    let _ = me.cast(HistoryMsg::PruneEvents(run));
+                }
+            }
+            HistoryMsg::PruneEvents(mut run) => match st.store.prune_events(run.rule).await {
+                Ok(n) => {
+                    run.events += n;
+                    run.batches += 1;
+                    st.metrics.events_pruned.add(&[], n);
+                    if n as usize >= run.rule.batch {
+                        if run.batches.is_multiple_of(50) {
+                            tracing::info!(
+                                pruned = run.events,
+                                batches = run.batches,
+                                "event retention in progress"
+                            );
+                        }
+                        me.send_after(PRUNE_PAUSE, move || HistoryMsg::PruneEvents(run));
+                    } else if run.events > 0 {
+                        let _ = me.cast(HistoryMsg::Compact(run));
+                    } else {
+                        st.pruning = false;
+                    }
+                }
+                Err(error) => {
+                    st.pruning = false;
+                    tracing::error!(%error, pruned = run.events, "event retention failed; retried at the next run");
+                }
+            },
+            HistoryMsg::Compact(mut run) => {
+                match st.store.compact(COMPACT_PAGES).await {
+                    Ok(c) if c.pages_left > 0 && c.pages_freed > 0 => {
+                        run.pages += c.pages_freed;
+                        me.send_after(PRUNE_PAUSE, move || HistoryMsg::Compact(run));
+                        return Ok(());
+                    }
+                    Ok(c) => {
+                        run.pages += c.pages_freed;
+                        tracing::info!(
+                            pruned = run.events,
+                            batches = run.batches,
+                            pages_freed = run.pages,
+                            file_bytes = c.file_bytes,
+                            took_ms = u64::try_from(run.started.elapsed().as_millis())
+                                .unwrap_or(u64::MAX),
+                            "event retention applied"
+                        );
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, pruned = run.events, "could not give freed space back; retried after the next run")
+                    }
+                }
+                st.pruning = false;
             }
         }
         Ok(())

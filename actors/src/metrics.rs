@@ -162,6 +162,8 @@ pub struct Metrics {
     pub groups_fired: CounterVec,
     pub plex_scans: CounterVec,
     pub plex_card_uploads: CounterVec,
+    /// Events deleted by retention (with their deliveries and attempts).
+    pub events_pruned: CounterVec,
     /// Actor statuses and restart counts, kept by the supervisors.
     pub supervision: Arc<SupervisionBoard>,
 }
@@ -216,6 +218,12 @@ impl Metrics {
                 "Title cards uploaded to Plex items, by server.",
                 &["server"],
             ),
+            events_pruned: CounterVec::new(
+                "relayarr_events_pruned_total",
+                "Events deleted by retention ([history] events_max_age, events_max_count), \
+                 with their deliveries and attempts; events with pending work are never pruned.",
+                &[],
+            ),
             supervision: Arc::new(SupervisionBoard::new(namespace)),
         })
     }
@@ -228,6 +236,7 @@ impl Metrics {
         self.rejections.render(&mut out);
         self.deliveries.render(&mut out);
         self.attempt_seconds.render(&mut out);
+        self.events_pruned.render(&mut out);
 
         header(
             &mut out,

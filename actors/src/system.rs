@@ -462,6 +462,7 @@ pub async fn start_system(
             args: HistoryArgs {
                 store: Arc::clone(&cfg.store),
                 cfg: cfg.history.clone(),
+                metrics: Arc::clone(&cfg.metrics),
             },
         }),
         supervisor(names.plex(), &cfg, workers("plex")),

@@ -670,6 +670,16 @@ pub trait History: Send + Sync + 'static {
         older_than_ms: i64,
         keep_max: u64,
     ) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// One batch of event retention: deletes at most `rule.batch` events that are older
+    /// than `rule.older_than_ms` or beyond the newest `rule.keep_max`, oldest first, with
+    /// their deliveries, attempts and debounce items. An event with pending work is never
+    /// deleted: unrouted, a pending delivery (its own, or a debounced group's that includes
+    /// it), or a debounce item not yet fired. Returns how many events were deleted.
+    fn prune_events(&self, rule: EventRetention) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Gives space freed by pruning back to the file system, at most `max_pages` pages per
+    /// call (SQLite: `PRAGMA incremental_vacuum`, then a WAL truncation once nothing is left
+    /// to free). PostgreSQL reuses deleted tuples through autovacuum: nothing to do here.
+    fn compact(&self, max_pages: u64) -> BoxFuture<'_, Result<Compacted, StoreError>>;
     /// Attempts of one event, oldest first.
     fn attempts_for_event<'a>(
         &'a self,
@@ -733,6 +743,28 @@ pub trait Membership: Send + Sync + 'static {
     fn heartbeat(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
     /// Leaves: this instance's claims are released, so the others take them at once.
     fn leave(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// What one batch of event retention may delete (see [`History::prune_events`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRetention {
+    /// Events received before this (unix ms) go.
+    pub older_than_ms: i64,
+    /// Beyond this many stored events, the oldest go.
+    pub keep_max: u64,
+    /// Most events deleted in one call (one short transaction).
+    pub batch: usize,
+}
+
+/// The outcome of one [`History::compact`] call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Pages given back to the file system by this call.
+    pub pages_freed: u64,
+    /// Free pages still inside the file (0: done).
+    pub pages_left: u64,
+    /// The database file's size after this call, in bytes (0 where unknown).
+    pub file_bytes: u64,
 }
 
 /// A complete backend: the five parts, plus its lifecycle.

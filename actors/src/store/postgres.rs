@@ -38,11 +38,11 @@ use super::codec::CODEC_LZ4;
 use super::codec::{decode, parse_normalized, prefix, row_to_committed, DedupCache, Encoded};
 use super::{count_into, state_sql};
 use super::{
-    now_ms, rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, DebounceItem, Delivery,
-    DeliveryCounts, DeliveryInfo, DeliveryQueue, DeliveryUpdate, EventDeliveries, EventFileKey,
-    EventFilter, EventLog, EventSummary, FireGroup, Fired, Group, History, HookOverrides,
-    Membership, NewDelivery, NewEvent, PendingSummary, Rejection, ReplayScope, RuntimeState, Store,
-    StoreConfig, StoreError, StoredEvent,
+    now_ms, rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, Compacted, DebounceItem,
+    Delivery, DeliveryCounts, DeliveryInfo, DeliveryQueue, DeliveryUpdate, EventDeliveries,
+    EventFileKey, EventFilter, EventLog, EventRetention, EventSummary, FireGroup, Fired, Group,
+    History, HookOverrides, Membership, NewDelivery, NewEvent, PendingSummary, Rejection,
+    ReplayScope, RuntimeState, Store, StoreConfig, StoreError, StoredEvent,
 };
 
 /// The schema, one migration per entry; `schema_version` records those applied. SQLite's
@@ -1968,6 +1968,102 @@ impl History for PostgresStore {
             Ok(n)
         }
         .boxed()
+    }
+
+    fn prune_events(&self, rule: EventRetention) -> BoxFuture<'_, Result<u64, StoreError>> {
+        // Same rule as SQLite. Several instances may prune at once: SKIP LOCKED keeps them
+        // off each other's batch, and the deletes re-check "not pending" in case a replay
+        // requeued a delivery of a chosen event meanwhile (that event then stays).
+        const PRUNABLE: &str = "NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) \
+            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
+                            AND d.state = 'pending') \
+            AND NOT EXISTS (SELECT 1 FROM deliveries g WHERE g.group_seqs IS NOT NULL \
+                            AND g.group_seqs @> ARRAY[e.seq] AND g.state = 'pending') \
+            AND NOT EXISTS (SELECT 1 FROM debounce_items i WHERE i.event_seq = e.seq \
+                            AND NOT i.fired)";
+        async move {
+            let (_open, mut conn) = self.writing().await?;
+            let tx = conn.transaction().await.map_err(backend)?;
+            let batch = i64::try_from(rule.batch).unwrap_or(i64::MAX);
+            let mut chosen: Vec<(i64, String)> = tx
+                .query(
+                    &format!(
+                        "SELECT e.seq, e.id FROM events e WHERE e.received_at < $1 \
+                         AND {PRUNABLE} ORDER BY e.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+                    ),
+                    &[&rule.older_than_ms, &batch],
+                )
+                .await
+                .map_err(backend)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let left = batch - i64::try_from(chosen.len()).unwrap_or(0);
+            if left > 0 {
+                let count: i64 = tx
+                    .query_one("SELECT COUNT(*) FROM events", &[])
+                    .await
+                    .map_err(backend)?
+                    .get(0);
+                let keep = i64::try_from(rule.keep_max).unwrap_or(i64::MAX);
+                let over = count - i64::try_from(chosen.len()).unwrap_or(0) - keep;
+                if over > 0 {
+                    let after = chosen.last().map_or(0, |(s, _)| *s);
+                    let more = tx
+                        .query(
+                            &format!(
+                                "SELECT e.seq, e.id FROM events e WHERE e.seq > $1 \
+                                 AND {PRUNABLE} ORDER BY e.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+                            ),
+                            &[&after, &over.min(left)],
+                        )
+                        .await
+                        .map_err(backend)?;
+                    chosen.extend(more.iter().map(|r| (r.get(0), r.get(1))));
+                }
+            }
+            if chosen.is_empty() {
+                tx.commit().await.map_err(commit_failed)?;
+                return Ok(0);
+            }
+            let seqs: Vec<i64> = chosen.iter().map(|(s, _)| *s).collect();
+            let ids: Vec<&str> = chosen.iter().map(|(_, i)| i.as_str()).collect();
+            tx.execute(
+                "DELETE FROM attempts a WHERE a.event_id = ANY($1) AND NOT EXISTS \
+                 (SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id AND d.state = 'pending')",
+                &[&ids],
+            )
+            .await
+            .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM deliveries WHERE event_seq = ANY($1) AND state <> 'pending'",
+                &[&seqs],
+            )
+            .await
+            .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM debounce_items WHERE event_seq = ANY($1) AND fired",
+                &[&seqs],
+            )
+            .await
+            .map_err(backend)?;
+            let n = tx
+                .execute(
+                    &format!("DELETE FROM events e WHERE e.seq = ANY($1) AND {PRUNABLE}"),
+                    &[&seqs],
+                )
+                .await
+                .map_err(backend)?;
+            tx.commit().await.map_err(commit_failed)?;
+            Ok(n)
+        }
+        .boxed()
+    }
+
+    fn compact(&self, _max_pages: u64) -> BoxFuture<'_, Result<Compacted, StoreError>> {
+        // Deleted tuples are marked reusable by autovacuum and new rows fill them; the
+        // files do not shrink, and a VACUUM FULL (an exclusive lock) would stop ingest.
+        async { Ok(Compacted::default()) }.boxed()
     }
 
     fn attempts_for_event<'a>(

@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::codec::{decode, prefix, row_to_committed, DedupCache, Encoded, CODEC_LZ4};
 use super::{count_into, state_sql};
 use super::{
-    rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, DebounceItem, Delivery,
-    DeliveryCounts, DeliveryUpdate, EventFileKey, FireGroup, Fired, Group, HookOverrides,
-    NewDelivery, NewEvent, PendingSummary, Rejection, ReplayScope, Store, StoreConfig, StoreError,
-    StoredEvent,
+    rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, Compacted, DebounceItem, Delivery,
+    DeliveryCounts, DeliveryUpdate, EventFileKey, EventRetention, FireGroup, Fired, Group,
+    HookOverrides, NewDelivery, NewEvent, PendingSummary, Rejection, ReplayScope, Store,
+    StoreConfig, StoreError, StoredEvent,
 };
 use super::{
     DeliveryInfo, DeliveryQueue, EventDeliveries, EventFilter, EventLog, EventSummary, History,
@@ -203,6 +203,9 @@ enum WriteCmd {
     UpdateDeliveries(Vec<DeliveryUpdate>, Reply<()>),
     Attempts(Vec<Attempt>, Reply<()>),
     Prune(i64, u64, Reply<u64>),
+    PruneEvents(EventRetention, Reply<u64>),
+    /// `PRAGMA incremental_vacuum` of at most this many pages.
+    Compact(u64, Reply<Compacted>),
     Requeue(String, ReplayScope, Reply<Vec<i64>>),
     AddDebounce(Vec<DebounceItem>, Reply<Vec<DebounceItem>>),
     Fire(FireGroup, Reply<Option<Delivery>>),
@@ -261,6 +264,10 @@ impl SqliteStore {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        // Incremental auto-vacuum lets retention give freed pages back to the file system
+        // (`History::compact`). It must be chosen before the first table is created; an
+        // older database gets it through one VACUUM below.
+        wconn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")?;
         // WAL + FULL: a commit returns only after the WAL is fsynced, so a 2xx survives
         // power loss, not just a process crash.
         let mode: String = wconn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -283,6 +290,7 @@ impl SqliteStore {
             "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=1000;",
         )?;
         migrate(&mut wconn)?;
+        enable_incremental_vacuum(&wconn, &path);
         let dedup = load_dedup(&wconn, &cfg)?;
         let rconn = open_conn(
             &path,
@@ -308,6 +316,7 @@ impl SqliteStore {
                     checkpointer,
                     wal_path,
                     commits: 0,
+                    truncate_wal: false,
                 }
                 .run(rx)
             })
@@ -386,6 +395,8 @@ struct Writer {
     dedup: DedupCache,
     checkpointer: Checkpointer,
     commits: u64,
+    /// Set by a compaction that left no free pages: truncate the WAL after the commit.
+    truncate_wal: bool,
 }
 
 /// How often the background checkpointer copies WAL frames into the database file.
@@ -563,6 +574,9 @@ impl Writer {
             if self.commits.is_multiple_of(WAL_CHECK_EVERY) {
                 self.limit_wal();
             }
+            if std::mem::take(&mut self.truncate_wal) {
+                self.shrink_wal();
+            }
             if let Some(close) = close {
                 rx.close();
                 // Whatever raced in before close() still gets committed.
@@ -583,6 +597,30 @@ impl Writer {
             }
         }
         tracing::info!("store writer stopped (all handles dropped)");
+    }
+
+    /// After retention freed space: the WAL, grown by the deletes and the vacuum, goes back
+    /// to zero bytes so the space is free on disk too, not only inside the file.
+    fn shrink_wal(&mut self) {
+        let size = std::fs::metadata(&self.wal_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        // The row is (busy, frames in the WAL, frames checkpointed); busy means a reader
+        // kept the checkpoint from finishing within the busy timeout.
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            }) {
+            Ok(0) => tracing::debug!(wal_bytes_before = size, "WAL truncated after retention"),
+            Ok(_) => tracing::info!(
+                wal_bytes = size,
+                "WAL not truncated after retention: a reader was still using it (next run)"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, wal_bytes = size, "could not truncate the WAL after retention")
+            }
+        }
     }
 
     fn limit_wal(&mut self) {
@@ -636,6 +674,16 @@ impl Writer {
                     }
                     WriteCmd::Prune(older, keep, reply) => {
                         done.push(Done::Count(reply, prune(&tx, older, keep)));
+                    }
+                    WriteCmd::PruneEvents(rule, reply) => {
+                        done.push(Done::Count(reply, prune_events(&tx, rule)));
+                    }
+                    WriteCmd::Compact(max_pages, reply) => {
+                        let r = compact(&tx, max_pages);
+                        if matches!(r, Ok(c) if c.pages_left == 0) {
+                            self.truncate_wal = true;
+                        }
+                        done.push(Done::Compacted(reply, r));
                     }
                     WriteCmd::Requeue(target, scope, reply) => {
                         done.push(Done::Ids(reply, requeue(&tx, &target, &scope, now)));
@@ -824,6 +872,7 @@ enum Done {
     Unit(Reply<()>, Result<(), StoreError>),
     Deliveries(Reply<Vec<Delivery>>, Result<Vec<Delivery>, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
+    Compacted(Reply<Compacted>, Result<Compacted, StoreError>),
     Ids(Reply<Vec<i64>>, Result<Vec<i64>, StoreError>),
     Items(
         Reply<Vec<DebounceItem>>,
@@ -849,6 +898,7 @@ impl Done {
             Done::Unit(reply, r) => send(reply, r, commit_err),
             Done::Deliveries(reply, r) => send(reply, r, commit_err),
             Done::Count(reply, r) => send(reply, r, commit_err),
+            Done::Compacted(reply, r) => send(reply, r, commit_err),
             Done::Ids(reply, r) => send(reply, r, commit_err),
             Done::Items(reply, r) => send(reply, r, commit_err),
             Done::Fired(reply, r) => send(reply, r, commit_err),
@@ -1050,6 +1100,132 @@ fn prune(
         .prepare_cached("DELETE FROM deliveries WHERE state != 'pending' AND updated_at < ?1")?
         .execute([older_than])?;
     Ok(n as u64)
+}
+
+/// Event retention, one batch (see [`History::prune_events`]): the oldest prunable events
+/// past the age limit, then, while more than `keep_max` are stored, the oldest prunable
+/// ones beyond it. One writer means nothing can make a chosen event busy before it goes.
+fn prune_events(tx: &rusqlite::Transaction<'_>, rule: EventRetention) -> Result<u64, StoreError> {
+    // Prunable: routed, no pending delivery of its own, in no pending debounced group, and
+    // no debounce item of it waiting to fire.
+    const PRUNABLE: &str = "NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) \
+        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
+                        AND d.state = 'pending') \
+        AND NOT EXISTS (SELECT 1 FROM deliveries g, json_each(g.payload, '$.seqs') j \
+                        WHERE g.state = 'pending' AND g.payload IS NOT NULL \
+                        AND j.value = e.seq) \
+        AND NOT EXISTS (SELECT 1 FROM debounce_items i WHERE i.event_seq = e.seq \
+                        AND i.fired = 0)";
+    let batch = i64::try_from(rule.batch).unwrap_or(i64::MAX);
+    let mut seqs: Vec<(i64, String)> = tx
+        .prepare_cached(&format!(
+            "SELECT e.seq, e.id FROM events e WHERE e.received_at < ?1 AND {PRUNABLE} \
+             ORDER BY e.seq LIMIT ?2"
+        ))?
+        .query_map(params![rule.older_than_ms, batch], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let left = batch - i64::try_from(seqs.len()).unwrap_or(0);
+    if left > 0 {
+        let count: i64 = tx.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+        let keep = i64::try_from(rule.keep_max).unwrap_or(i64::MAX);
+        let over = count - i64::try_from(seqs.len()).unwrap_or(0) - keep;
+        if over > 0 {
+            let after = seqs.last().map_or(0, |(s, _)| *s);
+            let more: Vec<(i64, String)> = tx
+                .prepare_cached(&format!(
+                    "SELECT e.seq, e.id FROM events e WHERE e.seq > ?1 AND {PRUNABLE} \
+                     ORDER BY e.seq LIMIT ?2"
+                ))?
+                .query_map(params![after, over.min(left)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            seqs.extend(more);
+        }
+    }
+    // An attempt names the event of its delivery (a group's first event), so deleting by
+    // event id removes every attempt of the deliveries deleted below, through an index.
+    let mut attempts_by_event = tx.prepare_cached("DELETE FROM attempts WHERE event_id = ?1")?;
+    let mut deliveries = tx.prepare_cached("DELETE FROM deliveries WHERE event_seq = ?1")?;
+    let mut items = tx.prepare_cached("DELETE FROM debounce_items WHERE event_seq = ?1")?;
+    let mut events = tx.prepare_cached("DELETE FROM events WHERE seq = ?1")?;
+    let mut n = 0u64;
+    for (seq, id) in &seqs {
+        attempts_by_event.execute([id])?;
+        deliveries.execute([seq])?;
+        items.execute([seq])?;
+        n += events.execute([seq])? as u64;
+    }
+    Ok(n)
+}
+
+/// One step of giving free pages back to the file system (incremental auto-vacuum).
+fn compact(tx: &rusqlite::Transaction<'_>, max_pages: u64) -> Result<Compacted, StoreError> {
+    let free = |tx: &rusqlite::Transaction<'_>| -> Result<u64, StoreError> {
+        let n: i64 = tx.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    let before = free(tx)?;
+    let pages = max_pages.clamp(1, i64::MAX as u64);
+    // The pragma frees one page per step: step it to the end (`execute_batch` would stop
+    // after the first page).
+    {
+        let mut stmt = tx.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
+    }
+    let after = free(tx)?;
+    let page_size: i64 = tx.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let page_count: i64 = tx.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    Ok(Compacted {
+        pages_freed: before.saturating_sub(after),
+        pages_left: after,
+        file_bytes: u64::try_from(page_size.saturating_mul(page_count)).unwrap_or(0),
+    })
+}
+
+/// Databases created before retention have no auto-vacuum, and only a VACUUM can turn it
+/// on. That rewrites the whole file once (it needs as much free space again), so progress
+/// is logged; if it fails (a full disk), the store still opens and retention still frees
+/// pages for reuse inside the file.
+fn enable_incremental_vacuum(conn: &Connection, path: &Path) {
+    let mode: i64 = match conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)) {
+        Ok(m) => m,
+        Err(error) => {
+            tracing::warn!(%error, "could not read PRAGMA auto_vacuum");
+            return;
+        }
+    };
+    if mode == 2 {
+        return;
+    }
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(
+        path = %path.display(),
+        file_bytes = size,
+        "store: rewriting the database once (VACUUM) to enable incremental auto-vacuum; \
+         this takes about a second per 100 MB"
+    );
+    let started = std::time::Instant::now();
+    let res = conn
+        .execute_batch("PRAGMA auto_vacuum=INCREMENTAL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE);");
+    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match res {
+        Ok(()) => tracing::info!(
+            file_bytes_before = size,
+            file_bytes_after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            took_ms,
+            "store: incremental auto-vacuum enabled"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            took_ms,
+            "store: could not VACUUM to enable incremental auto-vacuum; freed pages are \
+             reused inside the file but the file does not shrink (free disk space and restart)"
+        ),
+    }
 }
 
 fn requeue(
@@ -1786,6 +1962,14 @@ impl History for SqliteStore {
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.send(move |r| WriteCmd::Prune(older_than_ms, keep_max, r))
             .boxed()
+    }
+
+    fn prune_events(&self, rule: EventRetention) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.send(move |r| WriteCmd::PruneEvents(rule, r)).boxed()
+    }
+
+    fn compact(&self, max_pages: u64) -> BoxFuture<'_, Result<Compacted, StoreError>> {
+        self.send(move |r| WriteCmd::Compact(max_pages, r)).boxed()
     }
 
     fn attempts_for_event<'a>(
