@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use crate::feed::CommittedFeed;
 use crate::store::PendingSummary;
 use crate::supervisor::SupervisionBoard;
 
@@ -164,6 +165,9 @@ pub struct Metrics {
     pub plex_card_uploads: CounterVec,
     /// Actor statuses and restart counts, kept by the supervisors.
     pub supervision: Arc<SupervisionBoard>,
+    /// Every committed event, for programs that embed the relay (not a metric, but it
+    /// travels the same way: one per relay, handed to every actor that commits events).
+    pub committed: CommittedFeed,
 }
 
 impl Metrics {
@@ -217,6 +221,7 @@ impl Metrics {
                 &["server"],
             ),
             supervision: Arc::new(SupervisionBoard::new(namespace)),
+            committed: CommittedFeed::default(),
         })
     }
 
