@@ -213,7 +213,10 @@ async fn embed_actor_tree_and_graceful_stop_through_the_handle() {
         .await
         .expect("stopped within the grace periods")
         .expect("graceful stop");
-    assert_eq!(feed.recv().await.err(), Some(RecvError::Closed));
+    let end = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .expect("the feed ends when the relay has stopped");
+    assert_eq!(end.err(), Some(RecvError::Closed));
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "ingress closed"
