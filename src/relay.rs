@@ -214,7 +214,7 @@ struct ValidTuning {
 /// let id = answer.json::<serde_json::Value>().await?["id"].clone();
 ///
 /// // Published after the commit: the event is in the store by now.
-/// let committed = events.recv().await?;
+/// let committed = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await??;
 /// assert_eq!(committed.id, id.as_str().unwrap_or_default());
 ///
 /// relay.shutdown();
