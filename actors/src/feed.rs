@@ -82,31 +82,33 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn feed_delivers_in_order_lags_and_closes() {
+    /// `try_recv` throughout: a send is visible at once, and a broken feed fails here
+    /// instead of hanging.
+    #[test]
+    fn feed_delivers_in_order_lags_and_closes() {
         let feed = CommittedFeed::default();
         feed.publish(&event(0)); // nobody listens: dropped
         let mut rx = feed.subscribe();
         feed.publish(&event(1));
         feed.publish(&event(2));
-        assert_eq!(rx.recv().await.map(|e| e.seq).ok(), Some(1));
-        assert_eq!(rx.recv().await.map(|e| e.seq).ok(), Some(2));
+        assert_eq!(rx.try_recv().map(|e| e.seq).ok(), Some(1));
+        assert_eq!(rx.try_recv().map(|e| e.seq).ok(), Some(2));
 
         let mut slow = feed.subscribe();
         for seq in 0..(FEED_CAPACITY as i64 + 5) {
             feed.publish(&event(seq));
         }
         assert_eq!(
-            slow.recv().await.err(),
-            Some(broadcast::error::RecvError::Lagged(5))
+            slow.try_recv().err(),
+            Some(broadcast::error::TryRecvError::Lagged(5))
         );
-        assert_eq!(slow.recv().await.map(|e| e.seq).ok(), Some(5));
+        assert_eq!(slow.try_recv().map(|e| e.seq).ok(), Some(5));
 
         feed.close();
         let mut late = feed.subscribe();
         assert_eq!(
-            late.recv().await.err(),
-            Some(broadcast::error::RecvError::Closed)
+            late.try_recv().err(),
+            Some(broadcast::error::TryRecvError::Closed)
         );
     }
 }
