@@ -291,7 +291,7 @@ fn run_scenario(
         let relay = Relay::builder(cfg).namespace(format!("delivery-bench-{}", sc.key));
         let task = server_rt.spawn(async move {
             relay
-                .start(listener, async {
+                .run(listener, async {
                     let _ = stop_rx.await;
                 })
                 .await

@@ -260,7 +260,7 @@ fn run_scenario(
             let db = (cfg.db_path(), cfg.store.clone());
             let relay = Relay::builder(cfg).namespace(format!("bench{conns}"));
             let task = server_rt
-                .spawn(async move { relay.start(listener, stop).await.map_err(|e| e.to_string()) });
+                .spawn(async move { relay.run(listener, stop).await.map_err(|e| e.to_string()) });
             (task, Some(db), addr)
         }
         Target::Bare => {

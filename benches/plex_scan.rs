@@ -164,7 +164,7 @@ fn main() {
         let server = tokio::spawn(async move {
             Relay::builder(cfg)
                 .namespace("plex-bench-")
-                .start(listener, async {
+                .run(listener, async {
                     let _ = stop_rx.await;
                 })
                 .await

@@ -46,12 +46,15 @@ pub enum AdminCmd {
         /// How many events (1–500).
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Where the instance is.
         #[command(flatten)]
         conn: Conn,
     },
     /// Explain one event: what it was, where it went, and every attempt.
     Explain {
+        /// The event's id (as the 202 answer and `relayarr events` give it).
         event_id: String,
+        /// Where the instance is.
         #[command(flatten)]
         conn: Conn,
     },
@@ -66,48 +69,85 @@ pub enum AdminCmd {
         /// RFC 3339 time, or a duration ago such as 2h.
         #[arg(long, requires = "target")]
         since: Option<String>,
+        /// Where the instance is.
         #[command(flatten)]
         conn: Conn,
     },
     /// Show the live supervision tree.
     Tree {
+        /// Where the instance is.
         #[command(flatten)]
         conn: Conn,
     },
     /// List the hooks with their counters and limits, or change one.
     Hooks {
+        /// The change to make; none lists the hooks.
         #[command(subcommand)]
         action: Option<HooksCmd>,
+        /// Where the instance is.
         #[command(flatten)]
         conn: Conn,
     },
 }
 
+/// The changes `relayarr hooks` makes, each through the admin API.
 #[derive(Subcommand, Debug)]
 pub enum HooksCmd {
     /// Set how many requests a hook may have in flight.
-    SetCap { name: String, cap: u32 },
+    SetCap {
+        /// The hook (or `plex:NAME`).
+        name: String,
+        /// Requests in flight at most (at least 1).
+        cap: u32,
+    },
     /// Set a hook's rate (`5/s`, `30/m`), or `none` to remove it.
-    SetRate { name: String, rate: String },
+    SetRate {
+        /// The hook (or `plex:NAME`).
+        name: String,
+        /// `5/s`, `30/m`, `100/h`, or `none`.
+        rate: String,
+    },
     /// Enable a hook: its pending deliveries go out.
-    Enable { name: String },
+    Enable {
+        /// The hook (or `plex:NAME`).
+        name: String,
+    },
     /// Disable a hook: its events are kept, pending.
-    Disable { name: String },
+    Disable {
+        /// The hook (or `plex:NAME`).
+        name: String,
+    },
 }
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// The instance could not be reached (not running, wrong `--url`).
     #[error("cannot reach relayarr at {url}: {reason}")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// The connection error.
+        reason: String,
+    },
+    /// The instance refused the request with a typed error.
     #[error("relayarr answered {status} ({code}): {error}")]
     Server {
+        /// The HTTP status.
         status: u16,
+        /// The error body's `code`.
         code: String,
+        /// The error body's message.
         error: String,
     },
+    /// The answer was not what this version of the CLI expects.
     #[error("unexpected answer from {url}: {reason}")]
-    BadAnswer { url: String, reason: String },
+    BadAnswer {
+        /// The URL asked.
+        url: String,
+        /// What was wrong with the answer.
+        reason: String,
+    },
 }
 
 /// A client for the admin API of one instance.

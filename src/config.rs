@@ -140,6 +140,7 @@ pub struct SupervisionConfig {
     pub restart_max: Duration,
     /// More restarts than this within `restart_window` escalate to the parent supervisor.
     pub max_restarts: u32,
+    /// The window in which `max_restarts` are counted.
     #[serde(with = "humantime_serde")]
     pub restart_window: Duration,
     /// How often the router looks for committed events that were never routed.
@@ -161,6 +162,7 @@ impl Default for SupervisionConfig {
 }
 
 impl SupervisionConfig {
+    /// The supervisors' restart policy these settings describe.
     pub fn backoff(&self) -> Backoff {
         Backoff {
             base: self.restart_base,
@@ -174,6 +176,7 @@ impl SupervisionConfig {
 /// One drop-in URL of a tool relayarr replaces.
 #[derive(Clone, Copy, Debug)]
 pub struct Alias {
+    /// The URL path the tool's users have configured in their apps.
     pub path: &'static str,
     /// Source kind it maps to when not configured in `[aliases]`.
     pub kind: SourceKind,
@@ -214,16 +217,38 @@ pub const ALIASES: &[Alias] = &[
 /// A configuration problem, naming the key and the fix.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The config file (or a `*_FILE` secret) could not be read.
     #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The TOML does not parse, or does not fit the schema (an unknown key, a wrong type).
     #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
+    Parse {
+        /// Where the text came from (the file's path).
+        origin: String,
+        /// The parser's message, with the line.
+        message: String,
+    },
+    /// A `RELAYARR_*` environment variable has a value that does not fit its key.
     #[error("environment variable {var}: {reason}")]
-    Env { var: String, reason: String },
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A value parses but is not allowed (alone, or with another key).
     #[error("`{key}`: {problem}. Fix: {fix}")]
     Invalid {
+        /// The key, as written in the TOML (`hook[2].max_in_flight`).
         key: String,
+        /// What is wrong.
         problem: String,
+        /// How to fix it.
         fix: String,
     },
 }

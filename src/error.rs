@@ -8,12 +8,22 @@ use axum::Json;
 use relayarr_actors::sources::ParseError;
 use serde_json::json;
 
+/// Every error an HTTP handler answers with: a typed 4xx with a JSON body naming the
+/// problem, or an opaque, logged 5xx.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The body could not be decoded or normalised: 400, 415 or 422 (the parser's status).
     #[error("{0}")]
     BadInput(#[from] ParseError),
+    /// Missing or wrong credentials: 401 with a `WWW-Authenticate` challenge.
     #[error("{message}")]
-    Unauthorized { message: String, challenge: String },
+    Unauthorized {
+        /// What was wrong (no secret is echoed).
+        message: String,
+        /// The `WWW-Authenticate` value.
+        challenge: String,
+    },
+    /// No such route, source, event or target: 404.
     #[error("{0}")]
     NotFound(String),
     /// The admin API is off because no `server.admin_token` is set (404, so it cannot be
@@ -23,34 +33,64 @@ pub enum ApiError {
     /// A value the client sent is well-formed JSON or query syntax but not acceptable:
     /// 422 naming the field.
     #[error("`{field}`: {message}")]
-    InvalidField { field: String, message: String },
+    InvalidField {
+        /// The field, as a path (`hook.max_in_flight`).
+        field: String,
+        /// What is allowed.
+        message: String,
+    },
     /// A field the client must send is missing: 422 naming it.
     #[error("`{field}` is required: {message}")]
-    MissingField { field: String, message: String },
+    MissingField {
+        /// The field.
+        field: String,
+        /// What to send.
+        message: String,
+    },
     /// A field the endpoint does not know: 422 naming it.
     #[error("unknown field `{field}`; {message}")]
-    UnknownField { field: String, message: String },
+    UnknownField {
+        /// The field.
+        field: String,
+        /// The fields allowed.
+        message: String,
+    },
+    /// The route exists, but not for this method: 405 with `Allow`.
     #[error("method {method} not allowed; use {allow}")]
-    MethodNotAllowed { method: String, allow: &'static str },
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The methods allowed, for the `Allow` header.
+        allow: &'static str,
+    },
+    /// The body is over `server.max_body_bytes`: 413.
     #[error("request body is larger than the limit of {limit} bytes")]
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body could not be read (the client went away, a bad chunk): 400.
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     /// The body did not arrive within `server.body_read_timeout`: 408, and the connection
     /// is closed.
     #[error("{0}")]
     BodyTimeout(String),
+    /// An actor is restarting or did not answer, or the store is unavailable: 503 with
+    /// `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
     /// The request conflicts with what exists (a hook of that name, one from the config
     /// file): 409.
     #[error("{0}")]
     Conflict(String),
+    /// A bug or an unexpected failure: 500 with an opaque body; the detail is logged.
     #[error("internal error")]
     Internal(String),
 }
 
 impl ApiError {
+    /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadInput(e) => {

@@ -90,6 +90,8 @@ struct Inner {
 }
 
 impl AppState {
+    /// The HTTP layer's view of a started relay: the config's HTTP settings and the handles
+    /// to the store, the targets, the Plex servers and the metrics.
     pub fn new(
         cfg: &Config,
         names: Names,

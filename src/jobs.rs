@@ -16,7 +16,9 @@ pub const MAX_JOBS: usize = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+/// Where a replay job is.
 pub enum JobState {
+    /// Some targets have not answered yet.
     Running,
     /// Every target answered.
     Done,
@@ -27,20 +29,25 @@ pub enum JobState {
 /// What one target re-queued.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct JobTarget {
+    /// The target's name.
     pub target: String,
+    /// Deliveries it re-queued.
     pub requeued: usize,
 }
 
 /// A replay job as `GET /api/v1/admin/jobs/{id}` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Job {
+    /// The job's id (a ULID), for `GET /api/v1/admin/jobs/{id}`.
     pub job: String,
     /// `event` (one event at every target that had it) or `target` (a target since a time).
     pub kind: &'static str,
     /// The event id, or the target name.
     pub subject: String,
+    /// For a `target` job: the time its deliveries are replayed from (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// Running, done or failed.
     pub state: JobState,
     /// Targets the job will ask.
     pub targets_total: usize,
@@ -48,9 +55,13 @@ pub struct Job {
     pub targets_asked: usize,
     /// Deliveries re-queued so far, over every target.
     pub requeued: usize,
+    /// Each target's answer so far.
     pub targets: Vec<JobTarget>,
+    /// Why targets could not replay, one line each.
     pub errors: Vec<String>,
+    /// When the job started (RFC 3339).
     pub started_at: String,
+    /// When the last target answered (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
 }
@@ -135,6 +146,7 @@ impl Jobs {
         }
     }
 
+    /// The job `id`, while it is remembered (the last [`MAX_JOBS`]).
     pub fn get(&self, id: &str) -> Option<Job> {
         self.lock().iter().find(|j| j.job == id).cloned()
     }

@@ -201,7 +201,7 @@ async fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match Relay::builder(cfg).start(listener, shutdown_signal()).await {
+            match Relay::builder(cfg).run(listener, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "relayarr stopped with an error");

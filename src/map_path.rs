@@ -15,10 +15,13 @@ use crate::config::Config;
 /// Why the dry run cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum MapPathError {
+    /// No source has the name given (the name, then the configured names).
     #[error("no [[source]] named `{0}`; the configured sources are: {1}")]
     UnknownSource(String, String),
+    /// There is no Plex server to map paths for.
     #[error("no [[plex]] server is configured: there is nothing to map paths for")]
     NoPlex,
+    /// A path rule or a Plex server's settings did not compile.
     #[error("{0}")]
     Config(String),
 }

@@ -78,6 +78,7 @@ pub struct ErrorBody {
         (name = "dashboard", description = "The static dashboard page"),
     )
 )]
+/// The OpenAPI document's definition; [`document`] renders it.
 pub struct ApiDoc;
 
 /// The document, built once.

@@ -1,39 +1,232 @@
 //! `Relay`: the embeddable service. `Relay::builder(config).start(listener, shutdown)` opens
-//! the store, starts the supervision tree, serves HTTP until `shutdown` resolves, then stops
-//! in order: ingress, actors (sources first, history last), store flush.
+//! the store, starts the supervision tree, starts serving HTTP and returns a
+//! [`RelayHandle`]; the relay then runs in its own task until `shutdown` resolves (or
+//! [`RelayHandle::shutdown`] is called, or the actor tree fails), and stops in order:
+//! ingress, delivery workers (drained under the grace period), actors (sources first,
+//! history last), store flush.
+//!
+//! The handle is the embedding API: the bound address, runtime tuning of a target's limits
+//! (a message to the target's own worker, as `PATCH /api/v1/admin/hooks/{name}` sends),
+//! the targets' live stats, a subscription to committed events, and the supervision tree
+//! that `GET /api/v1/actors` serves.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
+use ractor::rpc::CallResult;
 use ractor::ActorRef;
+use relayarr_actors::delivery::worker::WorkerMsg;
+use relayarr_actors::delivery::TargetStats;
+use relayarr_actors::hooks::retry::Rate;
 use relayarr_actors::metrics::Metrics;
-use relayarr_actors::store::{open as open_store, Store, StoreError};
-use relayarr_actors::supervisor::{render_tree, SupervisorMsg};
+use relayarr_actors::store::{open as open_store, CommittedEvent, Store, StoreError};
+use relayarr_actors::supervisor::{render_tree, SupervisorMsg, TreeNode};
 use relayarr_actors::system::{
     drain_workers, start_system, Names, SystemConfig, TargetRegistry, TargetSpec,
 };
 use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::http::{router, AppState};
 
+/// Why the relay could not start, or how it ended.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
+    /// The store could not be opened, or failed to flush at the end.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A target or a source did not compile, or the supervision tree did not start.
     #[error("could not start the actor tree: {0}")]
     Spawn(String),
+    /// The listener's address could not be read, or the HTTP server failed.
     #[error("http server: {0}")]
     Serve(#[from] std::io::Error),
+    /// The root supervisor gave up: the relay stopped without being asked to.
     #[error("the actor tree stopped unexpectedly (a supervisor escalated past the root)")]
     TreeFailed,
+    /// The relay's task panicked or was cancelled (its runtime shut down under it).
+    #[error("the relay task ended abnormally: {0}")]
+    Task(String),
+}
+
+/// Why [`RelayHandle::tune`] or [`RelayHandle::targets`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// No hook or Plex server has this name (a Plex target is named `plex:<server>`).
+    #[error("no target named `{0}`")]
+    UnknownTarget(String),
+    /// A value of the [`Tuning`] is out of range; nothing was changed.
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        /// The field: `max_in_flight`, `rate` or `burst`.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        reason: String,
+    },
+    /// The target's worker is restarting or did not answer in time; retry shortly.
+    #[error("`{0}` is restarting or did not answer; retry shortly")]
+    Unavailable(String),
+}
+
+/// A change to a target's limits, applied by [`RelayHandle::tune`]. Fields left unset keep
+/// their current value. Like the admin API's `PATCH`, the change takes effect for the next
+/// request, needs no restart, and is persisted (it wins over the config file at the next
+/// start).
+///
+/// ```
+/// let t = relayarr::Tuning::new().max_in_flight(2).rate("5/s").burst(2);
+/// # let _ = t;
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tuning {
+    max_in_flight: Option<u32>,
+    rate: Option<Option<String>>,
+    burst: Option<u32>,
+    enabled: Option<bool>,
+}
+
+impl Tuning {
+    /// A change that changes nothing (tune then only reads the target's stats).
+    pub fn new() -> Self {
+        Tuning::default()
+    }
+
+    /// Requests the target may have in flight at once (at least 1).
+    pub fn max_in_flight(mut self, cap: u32) -> Self {
+        self.max_in_flight = Some(cap);
+        self
+    }
+
+    /// A rate such as `"5/s"`, `"30/m"` or `"100/h"`.
+    pub fn rate(mut self, rate: impl Into<String>) -> Self {
+        self.rate = Some(Some(rate.into()));
+        self
+    }
+
+    /// Removes the target's rate limit.
+    pub fn no_rate(mut self) -> Self {
+        self.rate = Some(None);
+        self
+    }
+
+    /// Requests allowed at once after idling, under the rate (at least 1).
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Enables the target (its pending deliveries go out) or disables it (events are kept).
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = Some(enabled);
+        self
+    }
+
+    /// The typed limits, or the first invalid field. Checked before anything is sent, so
+    /// an invalid tuning changes nothing.
+    fn validate(&self) -> Result<ValidTuning, TargetError> {
+        let nonzero = |field: &'static str, v: Option<u32>| {
+            v.map(|n| {
+                NonZeroU32::new(n).ok_or_else(|| TargetError::Invalid {
+                    field,
+                    value: n.to_string(),
+                    reason: "must be at least 1".into(),
+                })
+            })
+            .transpose()
+        };
+        let rate = match &self.rate {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(text)) => Some(Some(text.parse::<Rate>().map_err(|e| {
+                TargetError::Invalid {
+                    field: "rate",
+                    value: text.clone(),
+                    reason: e.to_string(),
+                }
+            })?)),
+        };
+        Ok(ValidTuning {
+            max_in_flight: nonzero("max_in_flight", self.max_in_flight)?,
+            rate,
+            burst: nonzero("burst", self.burst)?,
+            enabled: self.enabled,
+        })
+    }
+}
+
+/// A [`Tuning`] whose values are known good: what the worker's messages carry.
+struct ValidTuning {
+    max_in_flight: Option<NonZeroU32>,
+    rate: Option<Option<Rate>>,
+    burst: Option<NonZeroU32>,
+    enabled: Option<bool>,
 }
 
 /// Entry point for running relayarr, in its binary or embedded in another program.
+///
+/// [`Relay::builder`] takes a validated [`Config`]; [`RelayBuilder::start`] takes the
+/// listener and a shutdown future (so a test or a host program binds the address, port 0
+/// included) and returns a [`RelayHandle`] once the relay serves.
+///
+/// The core of `examples/embed.rs`, run as a test: start on 127.0.0.1:0 with a temporary
+/// data dir, post one Sonarr event, see it on the subscription, stop.
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let data = tempfile::tempdir()?;
+/// let toml = format!(
+///     r#"
+///     [server]
+///     data_dir = {:?}
+///
+///     [[source]]
+///     name = "sonarr"
+///     kind = "sonarr"
+///     auth = {{ header = {{ name = "X-Api-Key", value = "not-a-real-key" }} }}
+///     "#,
+///     data.path().display().to_string()
+/// );
+/// let config = relayarr::Config::from_toml_str("embedded", &toml, std::iter::empty())
+///     .map_err(|errors| format!("{errors:?}"))?;
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let relay = relayarr::Relay::builder(config)
+///     .start(listener, std::future::pending())
+///     .await?;
+/// let mut events = relay.subscribe();
+///
+/// let answer = reqwest::Client::new()
+///     .post(format!("http://{}/api/v1/webhooks/sonarr", relay.local_addr()))
+///     .header("X-Api-Key", "not-a-real-key")
+///     .header("content-type", "application/json")
+///     .body(r#"{"eventType":"Test","instanceName":"Sonarr"}"#)
+///     .send()
+///     .await?;
+/// assert_eq!(answer.status(), 202);
+/// let id = answer.json::<serde_json::Value>().await?["id"].clone();
+///
+/// // Published after the commit: the event is in the store by now.
+/// let committed = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await??;
+/// assert_eq!(committed.id, id.as_str().unwrap_or_default());
+///
+/// relay.shutdown();
+/// relay.wait().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Relay;
 
 impl Relay {
+    /// A builder for a relay with this (validated) config.
     pub fn builder(config: Config) -> RelayBuilder {
         RelayBuilder {
             config,
@@ -43,10 +236,20 @@ impl Relay {
     }
 }
 
+/// Options of a relay before it starts; see [`Relay::builder`].
 pub struct RelayBuilder {
     config: Config,
     namespace: String,
     store: Option<Arc<dyn Store>>,
+}
+
+impl std::fmt::Debug for RelayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayBuilder")
+            .field("namespace", &self.namespace)
+            .field("store", &self.store.as_ref().map(|_| "given"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl RelayBuilder {
@@ -63,12 +266,21 @@ impl RelayBuilder {
         self
     }
 
-    /// Runs until `shutdown` resolves (or the actor tree fails), then stops gracefully.
+    /// Starts the relay and returns once it serves: the store is open, the supervision tree
+    /// is up and `listener` is being served (in a task of its own). The relay runs until
+    /// `shutdown` resolves, [`RelayHandle::shutdown`] is called, or the actor tree fails;
+    /// then it stops gracefully, and [`RelayHandle::wait`] reports how.
+    ///
+    /// Errors here are start-up errors (the store would not open, a target did not
+    /// compile); nothing keeps running after one.
+    #[tracing::instrument(skip_all, fields(namespace = %self.namespace))]
     pub async fn start(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), RelayError> {
+    ) -> Result<RelayHandle, RelayError> {
+        // Read first: an error past this point would leave a started tree behind.
+        let addr = listener.local_addr()?;
         let cfg = self.config;
         let metrics = Metrics::new(self.namespace.clone());
         let names = Names::new(self.namespace);
@@ -156,7 +368,6 @@ impl RelayBuilder {
             ),
             &cfg,
         );
-        let addr = listener.local_addr()?;
         tracing::info!(
             %addr,
             sources = cfg.sources.len(),
@@ -167,14 +378,82 @@ impl RelayBuilder {
         if cfg.server.admin_token.is_none() {
             tracing::warn!("the admin API (and so the dashboard's data) is disabled: set server.admin_token, or RELAYARR_SERVER__ADMIN_TOKEN_FILE");
         }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = Running {
+            cfg,
+            store,
+            targets: Arc::clone(&targets),
+            metrics: Arc::clone(&metrics),
+            root,
+            root_handle,
+        };
+        let task = tokio::spawn(running.serve(listener, app, shutdown, stop_rx));
+        Ok(RelayHandle {
+            addr,
+            names,
+            metrics,
+            targets,
+            stop: stop_tx,
+            task: Some(task),
+        })
+    }
+
+    /// Starts the relay and runs it until it stops: [`RelayBuilder::start`], then
+    /// [`RelayHandle::wait`]. The shape of mini-redis' `server::run`, for callers that need
+    /// no handle.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RelayError> {
+        self.start(listener, shutdown).await?.wait().await
+    }
+}
+
+/// What the relay's task owns while it serves, and stops in order at the end.
+struct Running {
+    cfg: Config,
+    store: Arc<dyn Store>,
+    targets: Arc<TargetRegistry>,
+    metrics: Arc<Metrics>,
+    root: ActorRef<SupervisorMsg>,
+    root_handle: JoinHandle<()>,
+}
+
+impl Running {
+    /// Serves until `shutdown`, a [`RelayHandle::shutdown`], or the tree's failure; then
+    /// stops ingress, drains the workers, stops the actors, flushes the store, and closes
+    /// the committed-event feed.
+    async fn serve(
+        self,
+        listener: TcpListener,
+        app: axum::Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        mut stop_rx: watch::Receiver<bool>,
+    ) -> Result<(), RelayError> {
+        let Running {
+            cfg,
+            store,
+            targets,
+            metrics,
+            root,
+            root_handle,
+        } = self;
         let (tree_dead_tx, tree_dead_rx) = tokio::sync::oneshot::channel::<()>();
         let watcher = tokio::spawn(async move {
             let _ = root_handle.await;
             let _ = tree_dead_tx.send(());
         });
+        // A dropped handle is not a request to stop (see `RelayHandle`): only `true` is.
+        let asked = async move {
+            if stop_rx.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         let stop = async move {
             tokio::select! {
                 _ = shutdown => tracing::info!("shutdown requested: stopping ingress"),
+                _ = asked => tracing::info!("shutdown requested through the relay handle: stopping ingress"),
                 _ = tree_dead_rx => tracing::error!("actor tree stopped: stopping ingress"),
             }
         };
@@ -204,6 +483,7 @@ impl RelayBuilder {
             }
         }
         let flushed = store.close().await;
+        metrics.committed.close();
         match (&served, &flushed, tree_alive) {
             (Ok(()), Ok(()), true) => tracing::info!("graceful stop complete: store flushed"),
             _ => tracing::warn!(
@@ -220,6 +500,152 @@ impl RelayBuilder {
         } else {
             Err(RelayError::TreeFailed)
         }
+    }
+}
+
+/// How long the handle waits for a target's worker to answer.
+const WORKER_CALL: Duration = Duration::from_secs(5);
+
+/// A running relay, returned by [`RelayBuilder::start`].
+///
+/// **Dropping the handle does not stop the relay**, and does not leak it either: the relay
+/// keeps serving until the `shutdown` future given to `start` resolves (or its actor tree
+/// fails), then stops gracefully in its own task, as it would have with the handle. A drop
+/// while the relay still runs is logged. Call [`RelayHandle::shutdown`] and then
+/// [`RelayHandle::wait`] to stop it from here and learn how the stop went.
+#[derive(Debug)]
+pub struct RelayHandle {
+    addr: SocketAddr,
+    names: Names,
+    metrics: Arc<Metrics>,
+    targets: Arc<TargetRegistry>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<Result<(), RelayError>>>,
+}
+
+impl RelayHandle {
+    /// The address the relay serves on (the listener's, so port 0 is resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Changes a target's limits (a hook, or `plex:<server>`) and returns its stats with the
+    /// change applied.
+    ///
+    /// The change is a message to the target's worker actor, the one owner of its limits,
+    /// exactly as the admin API's `PATCH /api/v1/admin/hooks/{name}` sends it: it takes effect
+    /// for the next request, needs no restart, and is persisted. An invalid value changes
+    /// nothing.
+    #[tracing::instrument(skip(self), fields(target_name = %target))]
+    pub async fn tune(&self, target: &str, tuning: Tuning) -> Result<TargetStats, TargetError> {
+        let valid = tuning.validate()?;
+        let worker = self.worker(target)?;
+        let mut stats = None;
+        if valid.max_in_flight.is_some() || valid.rate.is_some() || valid.burst.is_some() {
+            stats = Some(
+                call(&worker, target, |reply| WorkerMsg::SetLimits {
+                    max_in_flight: valid.max_in_flight,
+                    rate: valid.rate,
+                    burst: valid.burst,
+                    reply,
+                })
+                .await?,
+            );
+        }
+        if let Some(enabled) = valid.enabled {
+            stats = Some(
+                call(&worker, target, |reply| {
+                    WorkerMsg::SetEnabled(enabled, reply)
+                })
+                .await?,
+            );
+        }
+        match stats {
+            Some(s) => Ok(s),
+            None => call(&worker, target, WorkerMsg::Stats).await,
+        }
+    }
+
+    /// Every target's live stats and limits (hooks and Plex servers, in config order), as
+    /// `GET /api/v1/admin/targets` shows them: one short message to each worker.
+    pub async fn targets(&self) -> Result<Vec<TargetStats>, TargetError> {
+        let mut out = Vec::new();
+        for t in self.targets.all() {
+            let worker = self.worker(&t.route.name)?;
+            out.push(call(&worker, &t.route.name, WorkerMsg::Stats).await?);
+        }
+        Ok(out)
+    }
+
+    /// Every event committed from now on, from webhooks and pollers alike, in commit order.
+    ///
+    /// An event is published only after the store committed it (durable before visible),
+    /// and once: a duplicate the store recognised is not published again. Publishing never
+    /// waits for a subscriber, so a slow one cannot slow ingestion: a receiver that falls
+    /// more than [`relayarr_actors::feed::FEED_CAPACITY`] events behind gets
+    /// [`broadcast::error::RecvError::Lagged`] with the number it missed, then goes on from
+    /// the oldest event still held (the missed ones are in the store:
+    /// `GET /api/v1/admin/events`). Once the relay has stopped, `recv` returns
+    /// [`broadcast::error::RecvError::Closed`].
+    pub fn subscribe(&self) -> broadcast::Receiver<CommittedEvent> {
+        self.metrics.committed.subscribe()
+    }
+
+    /// The supervision tree with each actor's status and restarts: the same tree that
+    /// `GET /api/v1/actors` serves. `None` once the tree has stopped.
+    pub fn actor_tree(&self) -> Option<TreeNode> {
+        ractor::registry::where_is(self.names.root()).and_then(|_| self.metrics.supervision.tree())
+    }
+
+    /// Starts the graceful stop (as the `shutdown` future would) and returns at once; await
+    /// [`RelayHandle::wait`] for its end. Calling it again does nothing more.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Waits until the relay has stopped: `Ok` after a graceful stop, the error otherwise
+    /// ([`RelayError::TreeFailed`] when it stopped without being asked to).
+    pub async fn wait(mut self) -> Result<(), RelayError> {
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .unwrap_or_else(|e| Err(RelayError::Task(e.to_string()))),
+            None => Ok(()),
+        }
+    }
+
+    fn worker(&self, target: &str) -> Result<ActorRef<WorkerMsg>, TargetError> {
+        let actor = self
+            .targets
+            .actor_of(target)
+            .ok_or_else(|| TargetError::UnknownTarget(target.to_owned()))?;
+        ActorRef::<WorkerMsg>::where_is(actor)
+            .ok_or_else(|| TargetError::Unavailable(target.to_owned()))
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            if !task.is_finished() && !*self.stop.borrow() {
+                tracing::info!(
+                    addr = %self.addr,
+                    "relay handle dropped: the relay keeps running until its shutdown future resolves"
+                );
+            }
+        }
+    }
+}
+
+/// One request to a target's worker, answered within [`WORKER_CALL`].
+async fn call<T, F>(worker: &ActorRef<WorkerMsg>, target: &str, msg: F) -> Result<T, TargetError>
+where
+    T: Send + 'static,
+    F: FnOnce(ractor::RpcReplyPort<T>) -> WorkerMsg,
+{
+    match worker.call(msg, Some(WORKER_CALL)).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        _ => Err(TargetError::Unavailable(target.to_owned())),
     }
 }
 

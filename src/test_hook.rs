@@ -15,9 +15,11 @@ use crate::config::Config;
 /// What a test fire observed.
 #[derive(Debug)]
 pub struct TestHookReport {
+    /// The hook's name.
     pub hook: String,
     /// The hook's URL, masked (tokens in its path, query or user info are not shown).
     pub url: String,
+    /// The attempt's outcome: the status and excerpts, or the error.
     pub result: AttemptResult,
 }
 

@@ -71,7 +71,7 @@ async fn observability_readyz_fails_when_the_store_is_closed() {
         Relay::builder(cfg)
             .namespace(format!("readyz-store-{}/", std::process::id()))
             .store(handle)
-            .start(listener, async {
+            .run(listener, async {
                 let _ = rx.await;
             })
             .await

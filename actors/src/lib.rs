@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod debounce;
 pub mod delivery;
+pub mod feed;
 pub mod history;
 pub mod hooks;
 pub mod metrics;

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use crate::feed::CommittedFeed;
 use crate::store::PendingSummary;
 use crate::supervisor::SupervisionBoard;
 
@@ -166,6 +167,9 @@ pub struct Metrics {
     pub events_pruned: CounterVec,
     /// Actor statuses and restart counts, kept by the supervisors.
     pub supervision: Arc<SupervisionBoard>,
+    /// Every committed event, for programs that embed the relay (not a metric, but it
+    /// travels the same way: one per relay, handed to every actor that commits events).
+    pub committed: CommittedFeed,
 }
 
 impl Metrics {
@@ -225,6 +229,7 @@ impl Metrics {
                 &[],
             ),
             supervision: Arc::new(SupervisionBoard::new(namespace)),
+            committed: CommittedFeed::default(),
         })
     }
 

@@ -433,6 +433,7 @@ pub async fn start_system(
                     cfg: Arc::clone(p),
                     store: Arc::clone(&cfg.store),
                     names: names.clone(),
+                    metrics: Arc::clone(&cfg.metrics),
                 },
             }) as Arc<dyn ChildSpec>
         })

@@ -21,12 +21,10 @@ use std::time::Duration;
 
 use relayarr::actors::store::prelude::*;
 use relayarr::actors::store::{DeliveryInfo, EventFilter, StoreConfig};
-use relayarr::{Config, Relay, RelayError};
+use relayarr::{Config, Relay, RelayHandle};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -106,8 +104,8 @@ pub struct TestRelay {
     pub dir: tempfile::TempDir,
     /// The relay's own store (closed when the relay stops).
     pub store: Arc<dyn Store>,
-    shutdown: Option<oneshot::Sender<()>>,
-    join: Option<JoinHandle<Result<(), RelayError>>>,
+    /// The running relay (`None` only while `stop` runs).
+    handle: Option<RelayHandle>,
 }
 
 /// The test config: `[server]` pointing at `dir`, the fixture sources, plus `extra` TOML.
@@ -139,25 +137,18 @@ pub async fn start_relay_in(dir: tempfile::TempDir, extra: &str) -> TestRelay {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::SeqCst)
     );
-    let (tx, rx) = oneshot::channel::<()>();
-    let ns = namespace.clone();
-    let relay_store = Arc::clone(&store);
-    let join = tokio::spawn(async move {
-        Relay::builder(cfg)
-            .namespace(ns)
-            .store(relay_store)
-            .start(listener, async {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let handle = Relay::builder(cfg)
+        .namespace(namespace.clone())
+        .store(Arc::clone(&store))
+        .start(listener, std::future::pending())
+        .await
+        .expect("relay started");
     let relay = TestRelay {
         addr,
         namespace,
         dir,
         store,
-        shutdown: Some(tx),
-        join: Some(join),
+        handle: Some(handle),
     };
     // The listener is bound before start, so requests would queue anyway; waiting for the
     // health endpoint keeps test timings honest.
@@ -171,6 +162,11 @@ pub async fn start_relay_in(dir: tempfile::TempDir, extra: &str) -> TestRelay {
 }
 
 impl TestRelay {
+    /// The embedding API's handle of this relay.
+    pub fn handle(&self) -> &RelayHandle {
+        self.handle.as_ref().expect("the relay is running")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -196,11 +192,9 @@ impl TestRelay {
 
     /// Graceful stop; returns the data dir for a restart.
     pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(j) = self.join.take() {
-            j.await.expect("relay task").expect("relay stopped cleanly");
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
+            handle.wait().await.expect("relay stopped cleanly");
         }
         // TestRelay implements Drop, so the dir is swapped out rather than moved.
         std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
@@ -226,8 +220,9 @@ impl TestRelay {
 
 impl Drop for TestRelay {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        // Stops the relay in the background (the handle's drop alone would not).
+        if let Some(handle) = &self.handle {
+            handle.shutdown();
         }
     }
 }

@@ -19,6 +19,7 @@ use super::config::ArrConfig;
 use super::cursor::{format_date, Cursor};
 use super::record::{is_known, key_of, parse_records, plan_read, Recovered};
 use super::PollError;
+use crate::metrics::Metrics;
 use crate::router::RouterMsg;
 use crate::store::{now_ms, rfc3339_ms, CommittedEvent, NewEvent, Store};
 use crate::system::Names;
@@ -42,6 +43,8 @@ pub struct PollerArgs {
     pub cfg: Arc<ArrConfig>,
     pub store: Arc<dyn Store>,
     pub names: Names,
+    /// For the committed-event feed: a recovered event is published like a received one.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What one read found.
@@ -99,6 +102,7 @@ pub struct PollerState {
     client: ArrClient,
     store: Arc<dyn Store>,
     names: Names,
+    metrics: Arc<Metrics>,
     cursor: Cursor,
     task: Option<JoinHandle<()>>,
     polls: u64,
@@ -144,6 +148,7 @@ impl Actor for PollerActor {
             client,
             store: args.store,
             names: args.names,
+            metrics: args.metrics,
             cursor,
             task: None,
             polls: 0,
@@ -183,6 +188,7 @@ impl Actor for PollerActor {
                     client: st.client.clone(),
                     store: Arc::clone(&st.store),
                     names: st.names.clone(),
+                    metrics: Arc::clone(&st.metrics),
                 };
                 let cursor = st.cursor.clone();
                 st.task = Some(tokio::spawn(async move {
@@ -257,6 +263,7 @@ struct Read {
     client: ArrClient,
     store: Arc<dyn Store>,
     names: Names,
+    metrics: Arc<Metrics>,
 }
 
 impl Read {
@@ -355,14 +362,16 @@ impl Read {
             path = %r.path,
             "event recovered from history"
         );
+        let committed = CommittedEvent {
+            seq,
+            id: appended.id.clone(),
+            received_at_ms,
+            event,
+        };
+        self.metrics.committed.publish(&committed);
         match ActorRef::<RouterMsg>::where_is(self.names.router()) {
             Some(router) => {
-                let _ = router.cast(RouterMsg::Route(CommittedEvent {
-                    seq,
-                    id: appended.id,
-                    received_at_ms,
-                    event,
-                }));
+                let _ = router.cast(RouterMsg::Route(committed));
             }
             None => tracing::warn!(
                 event_id = %appended.id,

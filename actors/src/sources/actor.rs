@@ -244,6 +244,7 @@ async fn commit(ctx: &SourceCtx, new: NewEvent, reply: RpcReplyPort<IngestResult
                     received_at_ms,
                     event,
                 };
+                metrics.committed.publish(&committed);
                 match ActorRef::<RouterMsg>::where_is(names.router()) {
                     Some(r) => {
                         let _ = r.cast(RouterMsg::Route(committed));
