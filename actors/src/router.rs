@@ -67,7 +67,7 @@ impl RouteTarget {
 /// How long the router waits for the debouncer to store a batch's groups.
 const DEBOUNCE_CALL: Duration = Duration::from_secs(30);
 
-/// Messages to the router, the only creator of delivery rows for new events.
+/// Messages to the router, which creates the delivery rows (or debounce items) of new events.
 pub enum RouterMsg {
     /// An event just committed (by a source or a poller): plan its deliveries.
     Route(CommittedEvent),

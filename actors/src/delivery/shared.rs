@@ -239,7 +239,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// The shared state of a target, with its results channel; the writer starts with the first worker.
+    /// The shared state of a target, with its results channel; its writer task starts with the first write.
     pub fn new(target: impl Into<String>, actor: impl Into<String>) -> Arc<Self> {
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         Arc::new(Shared {
@@ -252,7 +252,7 @@ impl Shared {
         })
     }
 
-    /// Locks the state; a poisoned lock is taken over (the state stays consistent per operation).
+    /// Locks the state, recovering it from a poisoned lock.
     pub fn lock(&self) -> MutexGuard<'_, SharedState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -190,7 +190,7 @@ pub struct AttemptResult {
     pub error: Option<String>,
     /// When the request started, unix milliseconds.
     pub started_at_ms: i64,
-    /// From sending the request to reading the response excerpt.
+    /// From the start of the attempt to the end of reading the response excerpt.
     pub latency: Duration,
     /// The receiver's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
