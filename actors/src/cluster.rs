@@ -37,7 +37,8 @@ pub enum ClusterMsg {
     Beat,
 }
 
-/// The membership actor's state: the live instances last seen, this instance's share, and whether it has fenced itself.
+/// The membership actor's state: the live instances last seen, this instance's share, and
+/// whether it has fenced itself.
 pub struct ClusterState {
     args: ClusterArgs,
     live: Vec<String>,

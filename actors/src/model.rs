@@ -144,7 +144,8 @@ pub enum EventKind {
     Pause,
     /// Plex `media.resume`, Tautulli `resume`.
     Resume,
-    /// Playback stopped before the end: Plex `media.stop`, Tautulli `stop`, Jellyfin `PlaybackStop`.
+    /// Playback stopped before the end: Plex `media.stop`, Tautulli `stop`, Jellyfin
+    /// `PlaybackStop`.
     Stop,
     /// Watched to the end: Plex `media.scrobble`, Tautulli `watched`.
     Played,

@@ -298,7 +298,8 @@ pub enum SupervisionEventKind {
     Failed,
     /// A restart is scheduled after its backoff.
     Restarting,
-    /// Too many restarts within the window: the supervisor gives up and fails itself, so its parent decides.
+    /// Too many restarts within the window: the supervisor gives up and fails itself, so its
+    /// parent decides.
     Escalated,
 }
 
@@ -366,7 +367,8 @@ pub struct SupervisorState {
     by_id: HashMap<ActorId, String>,
 }
 
-/// The supervisor actor: restarts failed children with backoff and escalates past the intensity limit.
+/// The supervisor actor: restarts failed children with backoff and escalates past the intensity
+/// limit.
 #[derive(Debug, Default)]
 pub struct Supervisor;
 

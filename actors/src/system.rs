@@ -325,7 +325,8 @@ impl TargetRegistry {
         true
     }
 
-    /// Takes a target out of routing and returns it; the caller stops its worker (its pending rows stay in the store).
+    /// Takes a target out of routing and returns it; the caller stops its worker (its pending
+    /// rows stay in the store).
     pub fn remove(&self, name: &str) -> Option<TargetSpec> {
         let mut all = self.write();
         let i = all.iter().position(|t| t.route.name == name)?;

@@ -34,14 +34,16 @@ use crate::store::Delivery;
 pub struct Job {
     /// The delivery row, as loaded or as just committed.
     pub delivery: Delivery,
-    /// The normalised event, when the router still had it; the executor loads it from the store otherwise.
+    /// The normalised event, when the router still had it; the executor loads it from the store
+    /// otherwise.
     pub event: Option<Arc<NormalizedEvent>>,
 }
 
 /// Performs one attempt of one delivery for one kind of target, and classifies the result.
 /// Runs in a task of its own: it may take as long as the target's timeout allows.
 pub trait Executor: Send + Sync + 'static {
-    /// Makes one attempt at `job` and classifies it: the worker decides from the class what happens to the delivery, and records the result as an attempt.
+    /// Makes one attempt at `job` and classifies it: the worker decides from the class what
+    /// happens to the delivery, and records the result as an attempt.
     fn attempt<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, (AttemptClass, AttemptResult)>;
 }
 

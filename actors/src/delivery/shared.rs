@@ -116,7 +116,8 @@ pub struct Counters {
     pub blocked: Option<String>,
 }
 
-/// A target's mutable state shared by its worker incarnations and its writer, behind [`Shared::lock`].
+/// A target's mutable state shared by its worker incarnations and its writer, behind
+/// [`Shared::lock`].
 #[derive(Default)]
 pub struct SharedState {
     /// Deliveries with a request running, whichever incarnation started it.
@@ -239,7 +240,8 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// The shared state of a target, with its results channel; its writer task starts with the first write.
+    /// The shared state of a target, with its results channel; its writer task starts with the
+    /// first write.
     pub fn new(target: impl Into<String>, actor: impl Into<String>) -> Arc<Self> {
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         Arc::new(Shared {

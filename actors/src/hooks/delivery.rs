@@ -69,7 +69,8 @@ pub enum HookConfigError {
 }
 
 impl CompiledHook {
-    /// Validates a hook's config (URL and egress policy, filter, template, headers, signing) and compiles what it sends with.
+    /// Validates a hook's config (URL and egress policy, filter, template, headers, signing)
+    /// and compiles what it sends with.
     pub fn compile(cfg: HookConfig, outbound: &OutboundConfig) -> Result<Self, HookConfigError> {
         let invalid = |key: &'static str, problem: String| HookConfigError::Invalid {
             hook: cfg.name.clone(),
@@ -186,7 +187,8 @@ fn signature_values(headers: &[(&'static str, String)]) -> Vec<String> {
 pub struct AttemptResult {
     /// HTTP status, or None for a transport error or timeout.
     pub status: Option<u16>,
-    /// What went wrong: a transport error or timeout, or a failure reading the response body (secrets redacted).
+    /// What went wrong: a transport error or timeout, or a failure reading the response body
+    /// (secrets redacted).
     pub error: Option<String>,
     /// When the request started, unix milliseconds.
     pub started_at_ms: i64,

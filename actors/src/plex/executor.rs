@@ -139,7 +139,8 @@ struct Want {
 }
 
 impl PlexExecutor {
-    /// Builds the executor for one Plex server; `target` is its stored target name (`plex:NAME`), `source_rules` the path rules per source.
+    /// Builds the executor for one Plex server; `target` is its stored target name
+    /// (`plex:NAME`), `source_rules` the path rules per source.
     pub fn new(
         cfg: PlexConfig,
         target: String,
