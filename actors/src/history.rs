@@ -37,7 +37,9 @@ impl Default for HistoryConfig {
     }
 }
 
+/// Messages to the history recorder, the only writer of rejections and of attempt retention.
 pub enum HistoryMsg {
+    /// A refused request to record (buffered, written in batches).
     Rejected(Rejection),
     /// Timer: write what is buffered.
     Flush,
@@ -45,12 +47,16 @@ pub enum HistoryMsg {
     Prune,
 }
 
+/// What the history recorder starts with.
 #[derive(Clone)]
 pub struct HistoryArgs {
+    /// Where rejections are written and retention is applied.
     pub store: Arc<dyn Store>,
+    /// Retention limits and how often they run.
     pub cfg: HistoryConfig,
 }
 
+/// The recorder's state: rejections buffered for the next write, and how many a flood dropped.
 pub struct HistoryState {
     store: Arc<dyn Store>,
     cfg: HistoryConfig,
@@ -62,6 +68,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// A flood must not grow memory: beyond this many buffered rows, new ones are counted only.
 const BUFFER_MAX: usize = 20_000;
 
+/// The history recorder actor (`history` in the tree).
 #[derive(Clone, Debug, Default)]
 pub struct HistoryActor;
 
