@@ -18,20 +18,27 @@ use crate::router::RouterMsg;
 use crate::store::Store;
 use crate::system::{Names, TargetRegistry};
 
+/// What the membership actor starts with (built by the system at start-up).
 #[derive(Clone)]
 pub struct ClusterArgs {
+    /// Where the heartbeats are written and the live instances read.
     pub store: Arc<dyn Store>,
+    /// The targets whose workers get told their share of each limit.
     pub targets: Arc<TargetRegistry>,
     /// How long a silent instance's claims hold; heartbeats go out three times per lease.
     pub lease: Duration,
+    /// Registry names, to find the workers and the router by name.
     pub names: Names,
 }
 
+/// Messages to the membership actor.
 pub enum ClusterMsg {
     /// Timer: write the heartbeat, read the live instances, tell the workers.
     Beat,
 }
 
+/// The membership actor's state: the live instances last seen, this instance's share, and
+/// whether it has fenced itself.
 pub struct ClusterState {
     args: ClusterArgs,
     live: Vec<String>,
@@ -40,6 +47,7 @@ pub struct ClusterState {
     fenced: bool,
 }
 
+/// The membership actor (`cluster` in the tree): heartbeats, fencing, and limit shares.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterActor;
 

@@ -50,7 +50,9 @@ impl Default for HistoryConfig {
     }
 }
 
+/// Messages to the history recorder, the only writer of rejections and of attempt retention.
 pub enum HistoryMsg {
+    /// A refused request to record (buffered, written in batches).
     Rejected(Rejection),
     /// Timer: write what is buffered.
     Flush,
@@ -73,13 +75,17 @@ pub struct PruneRun {
     pages: u64,
 }
 
+/// What the history recorder starts with.
 #[derive(Clone)]
 pub struct HistoryArgs {
+    /// Where rejections are written and retention is applied.
     pub store: Arc<dyn Store>,
+    /// Retention limits and how often they run.
     pub cfg: HistoryConfig,
     pub metrics: Arc<Metrics>,
 }
 
+/// The recorder's state: rejections buffered for the next write, and how many a flood dropped.
 pub struct HistoryState {
     store: Arc<dyn Store>,
     cfg: HistoryConfig,
@@ -106,6 +112,7 @@ pub fn cutoff_ms(now_ms: i64, max_age: Duration) -> i64 {
     now_ms.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The history recorder actor (`history` in the tree).
 #[derive(Clone, Debug, Default)]
 pub struct HistoryActor;
 

@@ -35,6 +35,7 @@ pub struct CounterVec {
 }
 
 impl CounterVec {
+    /// An empty family; `name` is its Prometheus name, `labels` the label names in order.
     pub const fn new(
         name: &'static str,
         help: &'static str,
@@ -53,6 +54,7 @@ impl CounterVec {
         self.add(values, 1);
     }
 
+    /// Adds `n` to the series with these label values (in the family's label order).
     pub fn add(&self, values: &[&str], n: u64) {
         debug_assert_eq!(values.len(), self.labels.len(), "{}", self.name);
         let key = values.iter().map(|v| (*v).to_owned()).collect();
@@ -94,6 +96,7 @@ pub struct HistogramVec {
 }
 
 impl HistogramVec {
+    /// An empty family over [`LATENCY_BUCKETS`]; `labels` are the label names in order.
     pub const fn new(
         name: &'static str,
         help: &'static str,
@@ -107,6 +110,7 @@ impl HistogramVec {
         }
     }
 
+    /// Records one observation, in seconds, in the series with these label values.
     pub fn observe(&self, values: &[&str], seconds: f64) {
         let key = values.iter().map(|v| (*v).to_owned()).collect();
         let mut map = self.values.lock().unwrap_or_else(|p| p.into_inner());
@@ -157,11 +161,17 @@ pub struct Metrics {
     pub rejections: CounterVec,
     /// Finished attempts per delivery, by what they meant for it.
     pub deliveries: CounterVec,
+    /// Latency of one attempt, seconds, by target.
     pub attempt_seconds: HistogramVec,
+    /// Events added to a debounce group, by target.
     pub debounced: CounterVec,
+    /// Events that joined a group already open, by target.
     pub coalesced: CounterVec,
+    /// Debounce groups fired as one delivery, by target.
     pub groups_fired: CounterVec,
+    /// Partial scans requested from Plex, by server.
     pub plex_scans: CounterVec,
+    /// Title cards uploaded to Plex, by server.
     pub plex_card_uploads: CounterVec,
     /// Events deleted by retention (with their deliveries and attempts).
     pub events_pruned: CounterVec,

@@ -14,18 +14,28 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
+    /// Sonarr (TV).
     Sonarr,
+    /// Radarr (movies).
     Radarr,
+    /// Lidarr (music).
     Lidarr,
+    /// Readarr (books).
     Readarr,
+    /// Whisparr (v2 Sonarr-shaped, v3 Radarr-shaped).
     Whisparr,
+    /// Plex Media Server webhooks (multipart with a `payload` part).
     Plex,
+    /// Tautulli notification agents (JSON from its webhook template).
     Tautulli,
+    /// The Jellyfin webhook plugin.
     Jellyfin,
+    /// Our own JSON format for scripts and tools (keys renamed per source by a `CustomMapping`).
     Custom,
 }
 
 impl SourceKind {
+    /// Every kind, in the order the parsers and error messages list them.
     pub const ALL: [SourceKind; 9] = [
         SourceKind::Sonarr,
         SourceKind::Radarr,
@@ -38,6 +48,7 @@ impl SourceKind {
         SourceKind::Custom,
     ];
 
+    /// The lowercase name used in config, routes and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Sonarr => "sonarr",
@@ -78,52 +89,82 @@ impl fmt::Display for SourceKind {
 pub enum EventKind {
     /// The sender's "Test" button (also run by Sonarr/Radarr on Save).
     Test,
+    /// *arr `Grab`: a release was sent to the download client.
     Grab,
     /// A file imported that did not replace another one.
     Import,
     /// A file imported that replaced an existing one (`isUpgrade: true`).
     Upgrade,
+    /// *arr `Rename`: files were renamed on disk.
     Rename,
     /// A media file was deleted (`EpisodeFileDelete`, `MovieFileDelete`, `BookFileDelete`,
     /// Jellyfin `ItemDeleted`).
     Delete,
+    /// Sonarr `SeriesAdd`.
     SeriesAdd,
+    /// Sonarr `SeriesDelete`.
     SeriesDelete,
+    /// Radarr `MovieAdded`.
     MovieAdd,
+    /// Radarr `MovieDelete`.
     MovieDelete,
+    /// Lidarr `ArtistAdd`.
     ArtistAdd,
+    /// Lidarr `ArtistDelete`.
     ArtistDelete,
+    /// Lidarr `AlbumDelete`.
     AlbumDelete,
+    /// Readarr `AuthorAdded`.
     AuthorAdd,
+    /// Readarr `AuthorDelete`.
     AuthorDelete,
+    /// Readarr `BookDelete`.
     BookDelete,
+    /// Lidarr/Readarr `Retag`: file tags were rewritten.
     Retag,
+    /// *arr `DownloadFailure`.
     DownloadFailure,
+    /// *arr `ImportFailure`.
     ImportFailure,
+    /// *arr `Health`: a health check started failing.
     Health,
+    /// *arr `HealthRestored`.
     HealthRestored,
+    /// *arr `ApplicationUpdate`.
     ApplicationUpdate,
+    /// *arr `ManualInteractionRequired`: an import waits for a person.
     ManualInteractionRequired,
     /// Plex `library.new`, Tautulli `created`, Jellyfin `ItemAdded`.
     LibraryNew,
     /// Plex `library.on.deck`.
     OnDeck,
+    /// Playback started: Plex `media.play`, Tautulli `play`, Jellyfin `PlaybackStart`.
     Play,
+    /// Plex `media.pause`, Tautulli `pause`.
     Pause,
+    /// Plex `media.resume`, Tautulli `resume`.
     Resume,
+    /// Playback stopped before the end: Plex `media.stop`, Tautulli `stop`, Jellyfin
+    /// `PlaybackStop`.
     Stop,
     /// Watched to the end: Plex `media.scrobble`, Tautulli `watched`.
     Played,
+    /// Plex `media.rate`.
     Rated,
+    /// Plex `playback.started`: a user of a shared server started playing (sent to the owner).
     PlaybackStarted,
+    /// Plex `admin.database.backup`.
     DatabaseBackup,
+    /// Plex `admin.database.corrupted`.
     DatabaseCorrupted,
+    /// Plex `device.new`.
     DeviceNew,
     /// Anything else; the sender's name is in `event_type`.
     Other,
 }
 
 impl EventKind {
+    /// Every kind, `Other` last.
     pub const ALL: [EventKind; 36] = [
         EventKind::Test,
         EventKind::Grab,
@@ -163,6 +204,7 @@ impl EventKind {
         EventKind::Other,
     ];
 
+    /// Our snake_case name, as in JSON, filters and config.
     pub fn as_str(&self) -> &'static str {
         match self {
             EventKind::Test => "test",
@@ -235,12 +277,16 @@ impl<'de> Deserialize<'de> for EventKind {
 /// External ids of the media item. Absent ids are omitted from JSON.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaIds {
+    /// TheTVDB id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tvdb: Option<i64>,
+    /// TMDB id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmdb: Option<i64>,
+    /// IMDb id (`tt…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imdb: Option<String>,
+    /// TVmaze id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tvmaze: Option<i64>,
     /// MusicBrainz id (Lidarr artist/album).
@@ -252,6 +298,7 @@ pub struct MediaIds {
     /// The *arr's own database id (`series.id`, `movie.id`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arr: Option<i64>,
+    /// Plex `ratingKey` of the item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plex_rating_key: Option<String>,
     /// Plex `guid` (e.g. `plex://episode/…`) or Jellyfin item id.
@@ -266,13 +313,16 @@ pub struct Media {
     /// `track`, … (lower-case, as the sender names it).
     #[serde(rename = "type")]
     pub media_type: String,
+    /// As the sender titles it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// Release year, when the sender knows it (Sonarr v3 sends none for series).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub year: Option<i32>,
     /// The item's folder on the sender's filesystem (series/movie/artist path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Every external id the sender gave.
     #[serde(default)]
     pub ids: MediaIds,
     /// Plex library section id / title, Jellyfin library name.
@@ -283,14 +333,19 @@ pub struct Media {
 /// One episode (Sonarr/Whisparr v2), track (Lidarr), or Plex/Jellyfin episode.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Episode {
+    /// Season number (0 for specials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub season: Option<i32>,
+    /// Episode number within the season.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub episode: Option<i32>,
+    /// The episode's title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// TheTVDB episode id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tvdb: Option<i64>,
+    /// First air date as sent (`YYYY-MM-DD`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub air_date: Option<String>,
 }
@@ -300,6 +355,7 @@ pub struct Episode {
 pub struct FileRef {
     /// Absolute path on the sender's filesystem.
     pub path: String,
+    /// The path relative to the item's folder, when the sender gives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative_path: Option<String>,
     /// For renames: the path before. For imports: the download's source path.
@@ -308,8 +364,10 @@ pub struct FileRef {
     /// True when this file was removed (`deletedFiles[]`, file-delete events).
     #[serde(default)]
     pub deleted: bool,
+    /// The quality name as the *arr sends it (`Bluray-1080p`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<String>,
+    /// Size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
 }
@@ -318,20 +376,27 @@ pub struct FileRef {
 /// (`sources::normalise`), then given an id and a receive time by the store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NormalizedEvent {
+    /// Which sender family sent it.
     pub source: SourceKind,
     /// The configured source name (`sonarr`, `sonarr-4k`, …).
     pub instance: String,
+    /// What happened, in our vocabulary.
     pub kind: EventKind,
     /// The sender's own event name, verbatim (`Download`, `library.new`, `ItemAdded`).
     pub event_type: String,
+    /// The media item, when the event is about one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<Media>,
+    /// Episodes (or tracks) concerned, in the sender's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub episodes: Vec<Episode>,
+    /// Files concerned: imported, renamed or deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileRef>,
+    /// The download client's id (*arr `downloadId`), shared by a grab and its import.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_id: Option<String>,
+    /// True when an import replaced an existing file.
     #[serde(default)]
     pub is_upgrade: bool,
     /// Sonarr/Radarr tags (labels, v4.0.4.1650+) or Plex/Jellyfin labels.

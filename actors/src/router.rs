@@ -41,6 +41,7 @@ pub struct RouteTarget {
     pub name: String,
     /// The worker's registered actor name.
     pub actor: String,
+    /// Which events the target wants.
     pub filter: Arc<CompiledFilter>,
     /// Set for a debounced target: what it coalesces by, and its own quiet period.
     pub debounce: Option<(DebounceKey, Option<Duration>)>,
@@ -66,7 +67,9 @@ impl RouteTarget {
 /// How long the router waits for the debouncer to store a batch's groups.
 const DEBOUNCE_CALL: Duration = Duration::from_secs(30);
 
+/// Messages to the router, which creates the delivery rows (or debounce items) of new events.
 pub enum RouterMsg {
+    /// An event just committed (by a source or a poller): plan its deliveries.
     Route(CommittedEvent),
     /// Self-cast: create the deliveries of everything routed since the last flush.
     FlushRoutes,
@@ -76,18 +79,24 @@ pub enum RouterMsg {
     Recover(Duration),
 }
 
+/// What the router starts with.
 #[derive(Clone)]
 pub struct RouterArgs {
+    /// Where deliveries are created and unrouted events are read.
     pub store: Arc<dyn Store>,
+    /// Registry names, to reach the debouncer.
     pub names: Names,
     /// The current targets (hooks may come and go at runtime).
     pub targets: Arc<crate::system::TargetRegistry>,
+    /// Quiet periods and max waits for debounced targets.
     pub debounce: Arc<DebounceConfig>,
     /// How often unrouted events are swept, and how old they must be.
     pub sweep_every: Duration,
+    /// Events still unrouted this long after their commit are swept.
     pub sweep_age: Duration,
 }
 
+/// The router's state: events awaiting their deliveries, batched per flush.
 pub struct RouterState {
     args: RouterArgs,
     routed_total: u64,
@@ -99,6 +108,7 @@ pub struct RouterState {
 /// Unrouted events read per step of a sweep.
 const PAGE: usize = 2000;
 
+/// The router actor (`router` in the tree).
 #[derive(Clone, Debug, Default)]
 pub struct RouterActor;
 

@@ -28,6 +28,7 @@ pub struct Backoff {
     pub max: Duration,
     /// More than this many restarts of one child within `window` escalates.
     pub max_restarts: u32,
+    /// The window over which restarts are counted.
     pub window: Duration,
 }
 
@@ -68,7 +69,9 @@ pub trait ChildSpec: Send + Sync + 'static {
 /// Arguments of a [`Supervisor`].
 #[derive(Clone)]
 pub struct SupervisorArgs {
+    /// When and how often children are restarted.
     pub backoff: Backoff,
+    /// The static children, in start order.
     pub children: Vec<Arc<dyn ChildSpec>>,
     /// How long each child gets to stop gracefully on shutdown.
     pub stop_timeout: Duration,
@@ -80,6 +83,7 @@ pub struct SupervisorArgs {
     pub dynamic: Arc<std::sync::Mutex<Vec<Arc<dyn ChildSpec>>>>,
 }
 
+/// Messages to a supervisor, the only owner of its children's cells and restart counts.
 pub enum SupervisorMsg {
     /// Timer message: start a child again after its backoff.
     Restart(String),
@@ -94,8 +98,11 @@ pub enum SupervisorMsg {
 /// What the admin API shows about one child.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChildInfo {
+    /// The child's registered actor name.
     pub name: String,
+    /// Whether it runs now.
     pub running: bool,
+    /// Times it was restarted by this supervisor incarnation.
     pub restarts: u32,
 }
 
@@ -105,6 +112,7 @@ pub struct ChildInfo {
 pub enum ActorStatus {
     /// Registered with its supervisor, not started yet.
     Starting,
+    /// Started and not failed since.
     Running,
     /// Failed; a restart is scheduled after `next_backoff_ms`.
     Restarting,
@@ -113,6 +121,7 @@ pub enum ActorStatus {
 }
 
 impl ActorStatus {
+    /// The lowercase name, as the admin API and metrics write it.
     pub fn as_str(self) -> &'static str {
         match self {
             ActorStatus::Starting => "starting",
@@ -126,9 +135,11 @@ impl ActorStatus {
 /// The last failure of an actor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Failure {
+    /// The error or exit reason.
     pub error: String,
     /// RFC 3339.
     pub at: String,
+    /// The same instant, unix milliseconds.
     pub at_ms: i64,
 }
 
@@ -139,9 +150,11 @@ pub struct ActorEntry {
     pub path: String,
     /// Its registered actor name (with the namespace prefix).
     pub name: String,
+    /// Its status now.
     pub status: ActorStatus,
     /// Restarts since the relay started; an escalation that rebuilds the subtree keeps it.
     pub restarts: u64,
+    /// Its last failure, if it ever failed.
     pub last_failure: Option<Failure>,
     /// Set while `restarting`.
     pub next_backoff_ms: Option<u64>,
@@ -167,6 +180,7 @@ pub struct SupervisionBoard {
 }
 
 impl SupervisionBoard {
+    /// An empty board; `namespace` is the relay's actor-name prefix, left out of paths.
     pub fn new(namespace: impl Into<String>) -> Self {
         SupervisionBoard {
             namespace: namespace.into(),
@@ -276,14 +290,21 @@ impl SupervisionBoard {
 /// What happened to a supervised actor; each is logged as one line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SupervisionEventKind {
+    /// The child started (or started again).
     Started,
+    /// The child stopped normally.
     Stopped,
+    /// The child panicked or returned an error.
     Failed,
+    /// A restart is scheduled after its backoff.
     Restarting,
+    /// Too many restarts within the window: the supervisor gives up and fails itself, so its
+    /// parent decides.
     Escalated,
 }
 
 impl SupervisionEventKind {
+    /// The lowercase name, as logged in the `event` field.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Started => "started",
@@ -335,6 +356,7 @@ struct Child {
     total_restarts: u32,
 }
 
+/// A supervisor's state: its children in start order, their cells and their recent restarts.
 pub struct SupervisorState {
     args: SupervisorArgs,
     /// This supervisor's own path in the tree.
@@ -345,6 +367,8 @@ pub struct SupervisorState {
     by_id: HashMap<ActorId, String>,
 }
 
+/// The supervisor actor: restarts failed children with backoff and escalates past the intensity
+/// limit.
 #[derive(Debug, Default)]
 pub struct Supervisor;
 
@@ -751,7 +775,9 @@ impl Actor for Supervisor {
 
 /// A [`ChildSpec`] for a nested supervisor.
 pub struct SupervisorSpec {
+    /// The nested supervisor's registered name.
     pub name: String,
+    /// Its arguments.
     pub args: SupervisorArgs,
 }
 
@@ -778,10 +804,15 @@ pub struct TreeNode {
     /// ractor's actor id, while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Its status.
     pub status: ActorStatus,
+    /// Restarts since the relay started.
     pub restarts: u64,
+    /// Its last failure, if any.
     pub last_failure: Option<Failure>,
+    /// The delay before the scheduled restart, while restarting.
     pub next_backoff_ms: Option<u64>,
+    /// The children, in start order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<TreeNode>,
 }

@@ -59,6 +59,7 @@ pub struct Names {
 }
 
 impl Names {
+    /// Names under a prefix (empty in production; unique per relay in tests).
     pub fn new(namespace: impl Into<String>) -> Self {
         Names {
             ns: namespace.into(),
@@ -67,33 +68,43 @@ impl Names {
     fn n(&self, s: &str) -> String {
         format!("{}{s}", self.ns)
     }
+    /// The root supervisor, `relayarr`.
     pub fn root(&self) -> String {
         self.n("relayarr")
     }
+    /// The sources supervisor.
     pub fn sources(&self) -> String {
         self.n("sources")
     }
+    /// The actor of one `[[source]]`: `source:NAME`.
     pub fn source(&self, name: &str) -> String {
         self.n(&format!("source:{name}"))
     }
+    /// The debouncer.
     pub fn debouncer(&self) -> String {
         self.n("debouncer")
     }
+    /// The router.
     pub fn router(&self) -> String {
         self.n("router")
     }
+    /// The history recorder.
     pub fn history(&self) -> String {
         self.n("history")
     }
+    /// The membership actor (heartbeats and limit shares).
     pub fn cluster(&self) -> String {
         self.n("cluster")
     }
+    /// The hooks supervisor.
     pub fn hooks(&self) -> String {
         self.n("hooks")
     }
+    /// The worker of one hook: `hook:NAME`.
     pub fn hook(&self, name: &str) -> String {
         self.n(&format!("hook:{name}"))
     }
+    /// The Plex supervisor.
     pub fn plex(&self) -> String {
         self.n("plex")
     }
@@ -101,6 +112,7 @@ impl Names {
     pub fn plex_server(&self, name: &str) -> String {
         self.n(&plex_target(name))
     }
+    /// The pollers supervisor.
     pub fn pollers(&self) -> String {
         self.n("pollers")
     }
@@ -112,8 +124,11 @@ impl Names {
 
 /// A child spec for any actor whose handler and arguments can be cloned for a restart.
 pub struct ActorSpec<A: Actor> {
+    /// The child's registered actor name.
     pub name: String,
+    /// The actor's handler value.
     pub actor: A,
+    /// Its start arguments, cloned for every restart.
     pub args: A::Arguments,
 }
 
@@ -150,8 +165,11 @@ pub fn plex_target(name: &str) -> String {
 pub struct TargetSpec {
     /// `hook` or `plex`.
     pub kind: &'static str,
+    /// How the router reaches the target.
     pub route: RouteTarget,
+    /// The engine's view of its config.
     pub policy: Arc<TargetPolicy>,
+    /// Performs its attempts.
     pub executor: Arc<dyn Executor>,
     /// Lives as long as the relay: requests, limits and the writer survive restarts.
     pub shared: Arc<Shared>,
@@ -259,6 +277,7 @@ impl std::fmt::Debug for TargetRegistry {
 }
 
 impl TargetRegistry {
+    /// A registry holding these targets, in order.
     pub fn new(targets: Vec<TargetSpec>) -> Arc<Self> {
         Arc::new(TargetRegistry {
             targets: std::sync::RwLock::new(targets),
@@ -283,6 +302,7 @@ impl TargetRegistry {
         self.read().iter().map(|t| t.route.clone()).collect()
     }
 
+    /// The target of that stored name.
     pub fn get(&self, name: &str) -> Option<TargetSpec> {
         self.read().iter().find(|t| t.route.name == name).cloned()
     }
@@ -305,6 +325,8 @@ impl TargetRegistry {
         true
     }
 
+    /// Takes a target out of routing and returns it; the caller stops its worker (its pending
+    /// rows stay in the store).
     pub fn remove(&self, name: &str) -> Option<TargetSpec> {
         let mut all = self.write();
         let i = all.iter().position(|t| t.route.name == name)?;
@@ -355,16 +377,25 @@ pub async fn drain_workers(targets: &TargetRegistry, grace: Duration) -> Vec<Str
 /// What the tree needs to start.
 #[derive(Clone)]
 pub struct SystemConfig {
+    /// Actor names, under this relay's prefix.
     pub names: Names,
+    /// The store every actor reads and writes.
     pub store: Arc<dyn Store>,
+    /// The `[[source]]` tables, one source actor each.
     pub sources: Vec<Arc<SourceConfig>>,
     /// Hooks and Plex servers (hooks may be added and removed while running).
     pub targets: Arc<TargetRegistry>,
+    /// Quiet periods and max waits for debounced targets.
     pub debounce: DebounceConfig,
+    /// The history recorder's batching and retention.
     pub history: HistoryConfig,
+    /// Restart policy of every supervisor.
     pub backoff: Backoff,
+    /// How long each child gets to stop on shutdown.
     pub stop_timeout: Duration,
+    /// How often the router sweeps for unrouted events.
     pub sweep_every: Duration,
+    /// How old an unrouted event must be for the sweep to route it.
     pub sweep_age: Duration,
     /// How long a silent instance's claims hold (instances sharing one database).
     pub lease: Duration,

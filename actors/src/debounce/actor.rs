@@ -21,44 +21,59 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often fired rows of routed events are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// Messages to the debouncer, the only writer of the debounce group rows.
 pub enum DebouncerMsg {
     /// Events for debounced targets, already committed. Answered once their group rows are
     /// stored, with how many were new.
     Add(Vec<DebounceItem>, RpcReplyPort<Result<usize, String>>),
     /// Fire the groups that are due.
     Tick,
+    /// The counters and open groups, for the admin API.
     Stats(RpcReplyPort<DebounceStats>),
 }
 
 /// What the admin API shows about the debouncer.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct DebounceStats {
+    /// Groups open now.
     pub open_groups: usize,
     /// Events added since start.
     pub debounced: u64,
     /// Events that joined a group that was already open.
     pub coalesced: u64,
+    /// Groups fired (handed over as deliveries) since start.
     pub fired: u64,
+    /// The open groups, ordered by target then key.
     pub groups: Vec<OpenGroup>,
 }
 
+/// One open group, as the admin API shows it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct OpenGroup {
+    /// The stored target name the group is bound for.
     pub target: String,
+    /// The coalescing key (a folder, a Plex item, a `downloadId`).
     pub key: String,
+    /// How many events the group holds.
     pub events: usize,
+    /// Arrival time of its first event, unix milliseconds.
     pub first_at_ms: i64,
+    /// When it fires, unix milliseconds.
     pub due_at_ms: i64,
 }
 
+/// What the debouncer starts with.
 #[derive(Clone)]
 pub struct DebouncerArgs {
+    /// Where group rows and fired deliveries are written.
     pub store: Arc<dyn Store>,
     /// Stored target name → the worker's registered actor name.
     pub targets: Arc<crate::system::TargetRegistry>,
+    /// Counters for debounced, coalesced and fired groups.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// The debouncer's state: the open groups (mirroring their store rows), its clock and its counters.
 pub struct DebouncerState {
     args: DebouncerArgs,
     groups: Coalescer,
@@ -77,6 +92,7 @@ impl DebouncerState {
     }
 }
 
+/// The debouncer actor (`debouncer` in the tree).
 #[derive(Clone, Debug, Default)]
 pub struct DebouncerActor;
 

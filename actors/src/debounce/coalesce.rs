@@ -11,11 +11,14 @@ use crate::store::DebounceItem;
 /// A group's identity: the target and the coalescing key.
 pub type GroupId = (String, String);
 
+/// One open group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupState {
     /// Commit order of the events in the group.
     pub seqs: BTreeSet<i64>,
+    /// Arrival time of its first event, unix milliseconds.
     pub first_at: i64,
+    /// Arrival time of its latest event, unix milliseconds.
     pub last_at: i64,
     /// When the group fires: `min(max(at + quiet), first_at + max_wait)`.
     pub due_at: i64,
@@ -34,9 +37,13 @@ pub struct Coalescer {
 /// A group that is due.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Due {
+    /// The stored target name.
     pub target: String,
+    /// The coalescing key.
     pub key: String,
+    /// Commit order of the group's events, ascending.
     pub seqs: Vec<i64>,
+    /// Arrival time of its first event, unix milliseconds.
     pub first_at: i64,
 }
 
@@ -123,10 +130,12 @@ impl Coalescer {
         );
     }
 
+    /// How many groups are open.
     pub fn len(&self) -> usize {
         self.groups.len()
     }
 
+    /// True when no group is open.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }

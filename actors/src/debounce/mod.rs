@@ -50,8 +50,10 @@ impl Default for DebounceConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DebounceOverride {
+    /// Replaces the quiet period.
     #[serde(default, with = "humantime_serde")]
     pub quiet: Option<Duration>,
+    /// Replaces the max wait.
     #[serde(default, with = "humantime_serde")]
     pub max_wait: Option<Duration>,
 }

@@ -32,13 +32,18 @@ use crate::store::Delivery;
 /// A delivery in a worker's window, with its event when the router already had it in memory.
 #[derive(Clone, Debug)]
 pub struct Job {
+    /// The delivery row, as loaded or as just committed.
     pub delivery: Delivery,
+    /// The normalised event, when the router still had it; the executor loads it from the store
+    /// otherwise.
     pub event: Option<Arc<NormalizedEvent>>,
 }
 
 /// Performs one attempt of one delivery for one kind of target, and classifies the result.
 /// Runs in a task of its own: it may take as long as the target's timeout allows.
 pub trait Executor: Send + Sync + 'static {
+    /// Makes one attempt at `job` and classifies it: the worker decides from the class what
+    /// happens to the delivery, and records the result as an attempt.
     fn attempt<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, (AttemptClass, AttemptResult)>;
 }
 
@@ -48,14 +53,21 @@ pub struct TargetPolicy {
     /// The target's name as stored in delivery rows and the history: a hook's name, or
     /// `plex:NAME`.
     pub name: String,
+    /// The most requests in flight at once, across every instance sharing the database.
     pub max_in_flight: NonZeroU32,
+    /// Requests per period, none when unlimited.
     pub rate: Option<Rate>,
+    /// Requests the rate admits at once; one when unset.
     pub burst: Option<NonZeroU32>,
+    /// When and how often a failed attempt is retried.
     pub retry: RetryPolicy,
+    /// The first retry delay (the step of linear and exponential policies).
     pub retry_base: Duration,
+    /// No retry delay is longer than this.
     pub retry_cap: Duration,
     /// Consecutive failed attempts that disable the target; 0 never.
     pub disable_after: u32,
+    /// The configured state; a state saved at runtime wins. Disabled, its deliveries stay pending.
     pub enabled: bool,
     /// How long a stopping worker waits for its requests in flight.
     pub drain_grace: Duration,
@@ -64,13 +76,19 @@ pub struct TargetPolicy {
 /// What the admin API shows about a target.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct TargetStats {
+    /// The stored target name.
     pub name: String,
     /// `hook` or `plex`.
     pub kind: &'static str,
+    /// Whether the target starts deliveries.
     pub enabled: bool,
+    /// Why it was disabled (410 Gone, consecutive failures, or an operator), when it is.
     pub disabled_reason: Option<String>,
+    /// The configured cap on requests in flight, across all instances.
     pub max_in_flight: u32,
+    /// The rate limit as written in config (`5/s`, `30/m`), none when unlimited.
     pub rate: Option<String>,
+    /// Requests the rate admits at once.
     pub burst: u32,
     /// Live instances sharing this target's limits (1 unless several share one database).
     pub instances: usize,
@@ -78,13 +96,20 @@ pub struct TargetStats {
     pub max_in_flight_here: u32,
     /// Requests running now, those an earlier incarnation started included.
     pub in_flight: usize,
+    /// Deliveries in the worker's window in memory (more may wait in the store).
     pub queued: usize,
+    /// Deliveries that succeeded since start.
     pub succeeded: u64,
+    /// Deliveries that failed for good (no retry left) since start.
     pub failed: u64,
+    /// Attempts that failed and were scheduled for a retry, since start.
     pub retried: u64,
+    /// Attempts made since start.
     pub attempts: u64,
+    /// Failed attempts in a row, counted toward auto-disable.
     pub consecutive_failures: u32,
     /// The last configuration problem (a refused Plex token): work stays pending meanwhile.
     pub blocked: Option<String>,
+    /// The worker is stopping: it starts nothing new and waits for what is in flight.
     pub draining: bool,
 }

@@ -14,9 +14,13 @@ use crate::store::{Delivery, DeliveryUpdate};
 /// Which counter an outcome adds to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tally {
+    /// The delivery succeeded.
     Succeeded,
+    /// The attempt failed; the delivery is due again later.
     Retried,
+    /// The delivery failed for good.
     Failed,
+    /// A configuration problem on our side: the delivery stays pending and no failure is counted.
     Blocked,
 }
 
@@ -25,9 +29,11 @@ pub enum Tally {
 pub struct Decision {
     /// What to write to the delivery row.
     pub update: DeliveryUpdate,
+    /// Which counter to add to.
     pub tally: Tally,
     /// Look in the store again after this long (the retry is due then).
     pub wake_in: Option<Duration>,
+    /// Failed attempts in a row after this one (0 after a success; unchanged when blocked).
     pub consecutive_failures: u32,
     /// Disable the target, for this reason.
     pub disable: Option<String>,
@@ -42,6 +48,7 @@ pub const BLOCKED_RETRY: Duration = Duration::from_secs(60);
 pub struct Context {
     /// Failed attempts in a row before this one.
     pub consecutive_failures: u32,
+    /// Unix milliseconds when the attempt finished.
     pub now_ms: i64,
     /// In `[0, 1]`: spreads retries of many deliveries apart.
     pub jitter: f64,

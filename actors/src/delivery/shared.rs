@@ -30,10 +30,13 @@ use crate::store::{
 
 /// A finished attempt, waiting for the worker to record it.
 pub struct Finished {
+    /// The delivery that was attempted.
     pub job: Job,
     /// Deliveries of the same debounce group that this attempt covered.
     pub riders: Vec<crate::store::Delivery>,
+    /// How the executor classified the attempt.
     pub class: AttemptClass,
+    /// What the attempt did, for the history.
     pub result: AttemptResult,
 }
 
@@ -53,6 +56,7 @@ impl Default for RecentIds {
 }
 
 impl RecentIds {
+    /// An empty set that keeps at most `cap` ids (at least one).
     pub fn new(cap: usize) -> Self {
         RecentIds {
             order: VecDeque::new(),
@@ -61,6 +65,7 @@ impl RecentIds {
         }
     }
 
+    /// Adds an id, forgetting the oldest when over the cap.
     pub fn insert(&mut self, id: i64) {
         if !self.set.insert(id) {
             return;
@@ -73,6 +78,7 @@ impl RecentIds {
         }
     }
 
+    /// True when the id was inserted and not forgotten since.
     pub fn contains(&self, id: i64) -> bool {
         self.set.contains(&id)
     }
@@ -81,24 +87,37 @@ impl RecentIds {
 /// Runtime limits of a target (tunable through the admin API, persisted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
+    /// The cap on requests in flight, across all instances.
     pub max_in_flight: NonZeroU32,
+    /// Requests per period, none when unlimited.
     pub rate: Option<Rate>,
+    /// Requests the rate admits at once.
     pub burst: NonZeroU32,
+    /// Whether the target starts deliveries.
     pub enabled: bool,
+    /// Why it was disabled, when it is.
     pub disabled_reason: Option<String>,
 }
 
 /// Counters shown in the admin API; they survive restarts of the worker.
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
+    /// Deliveries that succeeded.
     pub succeeded: u64,
+    /// Deliveries that failed for good.
     pub failed: u64,
+    /// Attempts scheduled for a retry.
     pub retried: u64,
+    /// Attempts made.
     pub attempts: u64,
+    /// Failed attempts in a row, counted toward auto-disable.
     pub consecutive_failures: u32,
+    /// Why work is blocked (a configuration problem), while it is.
     pub blocked: Option<String>,
 }
 
+/// A target's mutable state shared by its worker incarnations and its writer, behind
+/// [`Shared::lock`].
 #[derive(Default)]
 pub struct SharedState {
     /// Deliveries with a request running, whichever incarnation started it.
@@ -118,14 +137,18 @@ pub struct SharedState {
     /// found the row, sent it and recorded it before the hint arrived, and such a late hint
     /// must not send it again.
     pub recently_done: RecentIds,
+    /// The limits in force, once the worker has loaded its saved overrides.
     pub limits: Option<Limits>,
     /// This instance's share of the limits (instances sharing one database split them).
     pub share: Share,
+    /// The rate limiter for this instance's share of the rate; none when unlimited.
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// Counters for the admin API.
     pub counters: Counters,
 }
 
 impl SharedState {
+    /// Whether the delivery is in flight, riding along, or waiting for its outcome to be written.
     pub fn busy(&self, id: i64) -> bool {
         self.in_flight.contains(&id) || self.riding.contains(&id) || self.unwritten.contains(&id)
     }
@@ -183,6 +206,7 @@ pub enum WriteOp {
     /// buffer is full), and the window's count of unwritten rows holds them back: the memory
     /// they take is bounded by the window, however slow the store is.
     Outcomes(Vec<DeliveryUpdate>, Vec<Attempt>),
+    /// Save runtime limits and the enabled state.
     Overrides(HookOverrides),
     /// Make deliveries pending again; the ids go back to the worker as `Replayed`.
     Requeue(ReplayScope, Option<RpcReplyPort<Result<usize, String>>>),
@@ -216,6 +240,8 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The shared state of a target, with its results channel; its writer task starts with the
+    /// first write.
     pub fn new(target: impl Into<String>, actor: impl Into<String>) -> Arc<Self> {
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         Arc::new(Shared {
@@ -228,10 +254,12 @@ impl Shared {
         })
     }
 
+    /// Locks the state, recovering it from a poisoned lock.
     pub fn lock(&self) -> MutexGuard<'_, SharedState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many requests are in flight now.
     pub fn in_flight(&self) -> usize {
         self.lock().in_flight.len()
     }
@@ -241,6 +269,7 @@ impl Shared {
         self.results_tx.clone()
     }
 
+    /// Where the worker reads finished attempts (one reader at a time).
     pub fn results_rx(&self) -> &tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>> {
         &self.results_rx
     }

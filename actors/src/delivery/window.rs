@@ -13,6 +13,7 @@ use crate::store::Delivery;
 /// Deliveries held in memory per target; the rest wait in the store.
 pub const WINDOW: usize = 1024;
 
+/// The bounded window: queued jobs in order, the ids it knows, and whether the store holds more.
 #[derive(Debug)]
 pub struct Window {
     queue: VecDeque<Job>,
@@ -25,6 +26,7 @@ pub struct Window {
 /// What happened to an offered delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Offer {
+    /// Taken into the window.
     Queued,
     /// Already in the window, in flight or being recorded.
     Known,
@@ -43,14 +45,17 @@ impl Window {
         }
     }
 
+    /// How many jobs are queued.
     pub fn len(&self) -> usize {
         self.queue.len()
     }
 
+    /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
+    /// Whether rows may be waiting in the store beyond the window.
     pub fn overflow(&self) -> bool {
         self.overflow
     }
@@ -60,6 +65,7 @@ impl Window {
         self.overflow = true;
     }
 
+    /// Offers a job; `busy` says whether its id is in flight or being recorded elsewhere.
     pub fn offer(&mut self, job: Job, busy: impl Fn(i64) -> bool) -> Offer {
         let id = job.delivery.id;
         if self.known.contains(&id) || busy(id) {

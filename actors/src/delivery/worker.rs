@@ -24,6 +24,7 @@ use crate::system::Names;
 /// How often the worker looks in the store for due retries and overflow.
 const TICK: Duration = Duration::from_millis(500);
 
+/// Messages to a delivery worker, the only writer of its target's delivery rows.
 pub enum WorkerMsg {
     /// New deliveries from the router or the debouncer (already committed).
     Deliver(Vec<Job>),
@@ -44,12 +45,18 @@ pub enum WorkerMsg {
     Replay(ReplayScope, RpcReplyPort<Result<usize, String>>),
     /// Change limits at runtime (persisted). `rate: Some(None)` removes the rate limit.
     SetLimits {
+        /// The new cap, if it changes.
         max_in_flight: Option<NonZeroU32>,
+        /// The new rate, if it changes.
         rate: Option<Option<Rate>>,
+        /// The new burst, if it changes.
         burst: Option<NonZeroU32>,
+        /// Answered with the stats after the change.
         reply: RpcReplyPort<TargetStats>,
     },
+    /// Enable or disable the target (persisted); answered with the stats.
     SetEnabled(bool, RpcReplyPort<TargetStats>),
+    /// Answered with the target's stats.
     Stats(RpcReplyPort<TargetStats>),
     /// Shutdown: start nothing new; answered once nothing is in flight.
     Drain(RpcReplyPort<()>),
@@ -59,18 +66,26 @@ pub enum WorkerMsg {
     InjectPanic,
 }
 
+/// What a delivery worker starts with (kept by its supervisor for restarts).
 #[derive(Clone)]
 pub struct WorkerArgs {
+    /// The target's configured policy.
     pub policy: Arc<TargetPolicy>,
     /// `hook` or `plex`, for the admin API and logs.
     pub kind: &'static str,
+    /// Performs attempts for this kind of target.
     pub executor: Arc<dyn Executor>,
+    /// Where delivery rows, attempts and overrides are read and written.
     pub store: Arc<dyn Store>,
+    /// Registry names.
     pub names: Names,
+    /// State that outlives this worker's incarnations.
     pub shared: Arc<Shared>,
+    /// Delivery counters and attempt latencies.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// A worker's state: its window, its timers and its drain.
 pub struct WorkerState {
     args: WorkerArgs,
     window: Window,
@@ -85,6 +100,7 @@ pub struct WorkerState {
     replay_after: HashSet<i64>,
 }
 
+/// The delivery worker actor (`hook:NAME` or `plex:NAME` in the tree).
 #[derive(Clone, Debug, Default)]
 pub struct DeliveryWorker;
 

@@ -133,14 +133,18 @@ impl HookConfig {
     }
 }
 
+/// The HTTP method a hook sends with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HookMethod {
+    /// `POST` (the default).
     #[default]
     Post,
+    /// `PUT`.
     Put,
 }
 
+/// The body a hook sends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HookFormat {
@@ -163,9 +167,15 @@ pub enum HookFormat {
 pub enum Signing {
     /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`
     /// (HMAC-SHA256 of `id.timestamp.body`). The secret is `whsec_` + base64.
-    Standard { secret: Secret },
+    Standard {
+        /// `whsec_` followed by the base64 key.
+        secret: Secret,
+    },
     /// `X-Relayarr-Signature: sha256=<hex HMAC-SHA256 of the body>`.
-    Hmac { secret: Secret },
+    Hmac {
+        /// The HMAC key, as written.
+        secret: Secret,
+    },
 }
 
 /// `[outbound]`: where hooks may send.

@@ -30,9 +30,13 @@ const PLAIN_HEADERS: &[&str] = &[
 /// A hook's config, validated and with its filter and template compiled once. `Debug` masks
 /// the URL and shows no secret.
 pub struct CompiledHook {
+    /// The hook's config as given.
     pub cfg: HookConfig,
+    /// The parsed URL, checked against the egress policy.
     pub url: reqwest::Url,
+    /// The compiled event filter.
     pub filter: CompiledFilter,
+    /// The compiled template, for `format = "template"`.
     pub template: Option<CompiledTemplate>,
     /// Secret values (header values, signing secret, URL tokens) never written to history.
     redactor: Redactor,
@@ -52,15 +56,21 @@ impl std::fmt::Debug for CompiledHook {
 /// Why a hook's config is unusable; each names the key and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum HookConfigError {
+    /// A key holds a value the hook cannot work with.
     #[error("hook `{hook}`: `{key}`: {problem}")]
     Invalid {
+        /// The hook's name.
         hook: String,
+        /// The offending key (`url`, `events`, `template`, `headers`, `signing`).
         key: &'static str,
+        /// What is wrong with it, and how to fix it.
         problem: String,
     },
 }
 
 impl CompiledHook {
+    /// Validates a hook's config (URL and egress policy, filter, template, headers, signing)
+    /// and compiles what it sends with.
     pub fn compile(cfg: HookConfig, outbound: &OutboundConfig) -> Result<Self, HookConfigError> {
         let invalid = |key: &'static str, problem: String| HookConfigError::Invalid {
             hook: cfg.name.clone(),
@@ -177,11 +187,18 @@ fn signature_values(headers: &[(&'static str, String)]) -> Vec<String> {
 pub struct AttemptResult {
     /// HTTP status, or None for a transport error or timeout.
     pub status: Option<u16>,
+    /// What went wrong: a transport error or timeout, or a failure reading the response body
+    /// (secrets redacted).
     pub error: Option<String>,
+    /// When the request started, unix milliseconds.
     pub started_at_ms: i64,
+    /// From the start of the attempt to the end of reading the response excerpt.
     pub latency: Duration,
+    /// The receiver's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
+    /// The start of the request body, secrets redacted (at most `EXCERPT_BYTES`).
     pub request_excerpt: String,
+    /// The start of the response body, secrets redacted (at most `EXCERPT_BYTES`).
     pub response_excerpt: String,
 }
 

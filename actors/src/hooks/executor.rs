@@ -15,9 +15,13 @@ use crate::delivery::{Executor, Job, TargetPolicy};
 use crate::model::NormalizedEvent;
 use crate::store::{now_ms, Store};
 
+/// Sends one hook delivery: loads its event if needed, renders, signs, sends, classifies.
 pub struct HookExecutor {
+    /// The compiled hook.
     pub hook: Arc<CompiledHook>,
+    /// The hook's own client: its timeout, and the egress guard on every resolved address.
     pub client: reqwest::Client,
+    /// Where the event is loaded from when the job does not carry it.
     pub store: Arc<dyn Store>,
 }
 

@@ -15,15 +15,31 @@ use crate::model::{EventKind, NormalizedEvent, SourceKind};
 /// What is wrong with a filter. Each variant names the offending entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
+    /// A path glob does not compile.
     #[error("invalid path glob {pattern:?} in events.paths: {error}")]
-    Glob { pattern: String, error: String },
+    Glob {
+        /// The glob as written.
+        pattern: String,
+        /// Why globset refused it.
+        error: String,
+    },
+    /// `sources` names no source kind we know.
     #[error(
         "unknown source kind {name:?} in events.sources: expected one of {known} \
          (to match a configured source name such as \"sonarr-4k\", use events.instances)"
     )]
-    UnknownSource { name: String, known: String },
+    UnknownSource {
+        /// The name as written.
+        name: String,
+        /// The source kinds there are, comma-separated.
+        known: String,
+    },
+    /// A list holds an empty string.
     #[error("empty entry in events.{field}: remove it, or write \"*\" for any")]
-    Empty { field: &'static str },
+    Empty {
+        /// The list holding the empty entry (`kinds`, `paths`, …).
+        field: &'static str,
+    },
 }
 
 /// `events = "*"` or `events = { kinds = [...], sources = [...], instances = [...],

@@ -22,20 +22,42 @@ use crate::redact::mask_url;
 /// Why an outbound destination or client was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    /// The URL's scheme is not http or https.
     #[error("hook URL {url:?} must use http or https, not {scheme:?}")]
-    Scheme { url: String, scheme: String },
+    Scheme {
+        /// The URL, masked.
+        url: String,
+        /// The scheme it uses.
+        scheme: String,
+    },
+    /// The URL names no host (the masked URL).
     #[error("hook URL {0:?} has no host")]
     NoHost(String),
+    /// The host is, or resolves to, an address the egress policy forbids.
     #[error("{} is blocked: {reason}", host_and_ip(host, ip))]
     Blocked {
+        /// The host as written in the URL.
         host: String,
+        /// The refused address.
         ip: IpAddr,
+        /// Which rule refused it (link-local, cloud metadata, private under `strict`, …).
         reason: &'static str,
     },
+    /// The name resolved to no address at all.
     #[error("{host} did not resolve to any address")]
-    NoAddress { host: String },
+    NoAddress {
+        /// The host looked up.
+        host: String,
+    },
+    /// The DNS lookup failed.
     #[error("could not resolve {host}: {error}")]
-    Resolve { host: String, error: std::io::Error },
+    Resolve {
+        /// The host looked up.
+        host: String,
+        /// The resolver's error.
+        error: std::io::Error,
+    },
+    /// reqwest refused to build the client.
     #[error("could not build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
 }

@@ -25,13 +25,21 @@ pub enum RetryParseError {
         "invalid retry policy {0:?}: expected \"none\", \"exponential:N\", \"linear:N\" \
          or a list of delays such as [\"5s\", \"5m\", \"30m\", \"2h\"]"
     )]
+    /// The policy is none of the known forms (the text as written).
     Policy(String),
+    /// One delay of an explicit schedule is not a duration.
     #[error("invalid retry delay {value:?} in the schedule: {error} (write e.g. \"30s\", \"5m\", \"2h\")")]
-    Delay { value: String, error: String },
+    Delay {
+        /// The delay as written.
+        value: String,
+        /// humantime's complaint.
+        error: String,
+    },
     #[error(
         "invalid rate {0:?}: expected COUNT/UNIT with COUNT ≥ 1 and UNIT one of s, m, h \
          (or sec, min, hour, or a duration such as 10s), e.g. \"5/s\", \"30/m\", \"100/h\""
     )]
+    /// Not a `COUNT/UNIT` rate (the text as written).
     Rate(String),
 }
 

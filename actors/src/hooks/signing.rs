@@ -35,7 +35,10 @@ pub enum SigningError {
         "the Standard Webhooks secret is not valid base64 after \"whsec_\" ({error}); \
          generate one with e.g. `echo whsec_$(openssl rand -base64 32)`"
     )]
-    BadSecret { error: String },
+    BadSecret {
+        /// The base64 decoder's complaint.
+        error: String,
+    },
     /// The secret decodes to nothing.
     #[error("the Standard Webhooks secret is empty")]
     EmptySecret,

@@ -80,11 +80,14 @@ pub struct PlexConfig {
     pub enabled: bool,
 }
 
+/// Which representation relayarr asks Plex for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PlexFormat {
+    /// `Accept: application/json` (the default).
     #[default]
     Json,
+    /// Plex's own XML.
     Xml,
 }
 

@@ -56,8 +56,11 @@ pub struct PlexExecutor {
 #[derive(Debug, thiserror::Error)]
 #[error("plex `{name}`: `{key}`: {problem}")]
 pub struct PlexConfigError {
+    /// The Plex server's configured name.
     pub name: String,
+    /// The offending key.
     pub key: &'static str,
+    /// What is wrong with it, and how to fix it.
     pub problem: String,
 }
 
@@ -136,6 +139,8 @@ struct Want {
 }
 
 impl PlexExecutor {
+    /// Builds the executor for one Plex server; `target` is its stored target name
+    /// (`plex:NAME`), `source_rules` the path rules per source.
     pub fn new(
         cfg: PlexConfig,
         target: String,

@@ -12,8 +12,11 @@ use super::client::{PlexClient, PlexError, Section, WireFormat};
 use super::config::{PlexConfig, PlexFormat};
 use crate::pathmap::{parent_folder, pick_section, PathMapper, SectionView};
 
+/// One Plex server as relayarr sees it: its client, its path rules and its cached library sections.
 pub struct PlexView {
+    /// The server's configured name.
     pub name: String,
+    /// The HTTP client for this server.
     pub client: PlexClient,
     server_rules: PathMapper,
     /// Per-source rules, applied before the server's.
@@ -33,12 +36,17 @@ impl std::fmt::Debug for PlexView {
 /// What a mapping dry run shows.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct PathExplain {
+    /// The Plex server's name.
     pub plex: String,
+    /// The path as the sender wrote it.
     pub input: String,
+    /// The path as Plex sees it, after the source's and the server's rules.
     pub mapped: String,
     /// The folder a file at this path is scanned as.
     pub scan_folder: String,
+    /// The library section picked (`title (key N)`), none when no `Location` contains the path.
     pub section: Option<String>,
+    /// Each rule and section considered, in order, in words.
     pub explain: Vec<String>,
 }
 

@@ -29,6 +29,7 @@ use crate::system::Names;
 /// id, so this only bounds how many events each read looks at.
 const CLOCK_SKEW_S: i64 = 60 * 60;
 
+/// Messages to a poller, the only writer of its cursor.
 pub enum PollerMsg {
     /// Timer: start a read unless one is running.
     Tick,
@@ -38,10 +39,14 @@ pub enum PollerMsg {
     Status(RpcReplyPort<PollerStatus>),
 }
 
+/// What a poller starts with.
 #[derive(Clone)]
 pub struct PollerArgs {
+    /// The `[[arr]]` table it reads for.
     pub cfg: Arc<ArrConfig>,
+    /// Where the cursor is kept and recovered events are committed.
     pub store: Arc<dyn Store>,
+    /// Registry names, to hand recovered events to the router.
     pub names: Names,
     /// For the committed-event feed: a recovered event is published like a received one.
     pub metrics: Arc<Metrics>,
@@ -67,23 +72,32 @@ pub struct PollStats {
 /// The outcome of one read, sent back to the actor.
 #[derive(Debug)]
 pub struct PollReport {
+    /// When the read started, unix milliseconds.
     pub started_ms: i64,
+    /// What it found and the cursor to store, or why it failed.
     pub result: Result<(PollStats, Cursor), PollError>,
 }
 
 /// A poller as the admin API shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PollerStatus {
+    /// The poller's name.
     pub name: String,
+    /// `sonarr` or `radarr`.
     pub kind: String,
+    /// The `[[source]]` it reconciles.
     pub source: String,
     /// The base URL (never a key).
     pub url: String,
+    /// The interval between reads (`5m`).
     pub every: String,
+    /// Whether a read is running now.
     pub polling: bool,
     /// Reads started since this actor started.
     pub polls: u64,
+    /// When the last read started (RFC 3339).
     pub last_poll_at: Option<String>,
+    /// When the last read succeeded (RFC 3339).
     pub last_success_at: Option<String>,
     /// The last read's error; cleared by a successful read.
     pub last_error: Option<String>,
@@ -97,6 +111,7 @@ pub struct PollerStatus {
     pub last: Option<PollStats>,
 }
 
+/// A poller's state: its client, its cursor, the read in progress and what the last ones found.
 pub struct PollerState {
     cfg: Arc<ArrConfig>,
     client: ArrClient,
@@ -112,6 +127,7 @@ pub struct PollerState {
     last: Option<PollStats>,
 }
 
+/// The poller actor (`poller:NAME` under `pollers` in the tree).
 #[derive(Clone, Debug, Default)]
 pub struct PollerActor;
 

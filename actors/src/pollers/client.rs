@@ -21,6 +21,8 @@ pub struct ArrClient {
 }
 
 impl ArrClient {
+    /// A client for one app; refuses a URL that is not plain http(s) or carries a query, and a
+    /// missing key.
     pub fn new(cfg: &ArrConfig) -> Result<Self, PollError> {
         let invalid = |problem: String| PollError::Invalid {
             poller: cfg.name.clone(),

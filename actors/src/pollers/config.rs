@@ -12,11 +12,14 @@ use crate::sources::auth::Secret;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ArrKind {
+    /// Sonarr: episode history, with series and episode included.
     Sonarr,
+    /// Radarr: movie history.
     Radarr,
 }
 
 impl ArrKind {
+    /// The lowercase name, as in config.
     pub fn as_str(self) -> &'static str {
         match self {
             ArrKind::Sonarr => "sonarr",

@@ -32,7 +32,10 @@ pub enum RecordKind {
     /// `episodeFileRenamed` / `movieFileRenamed`.
     Rename,
     /// `episodeFileDeleted` / `movieFileDeleted`, with the `reason` as sent.
-    Delete { reason: Option<String> },
+    Delete {
+        /// Why the file went (`Upgrade`, `Manual`, `MissingFromDisk`, …), as sent.
+        reason: Option<String>,
+    },
     /// Grabs, failures, ignored downloads, and types added in later versions.
     Other,
 }
@@ -40,10 +43,13 @@ pub enum RecordKind {
 /// One history record, read leniently.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistoryRecord {
+    /// The record's id in the app's history (ascending over time).
     pub id: i64,
     /// Unix seconds.
     pub date: i64,
+    /// What the record is about.
     pub kind: RecordKind,
+    /// The download client's id, shared by a grab and its imports.
     pub download_id: Option<String>,
     /// Sonarr: the episode; Radarr: the movie. Upgrade deletes pair with imports by it.
     pub item_id: Option<i64>,
@@ -112,8 +118,11 @@ fn parse_record(v: &Value) -> Option<HistoryRecord> {
 /// an import was an upgrade depends on what else a read saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
+    /// Imports and upgrades.
     Import,
+    /// Renames.
     Rename,
+    /// Deletes.
     Delete,
 }
 
@@ -131,14 +140,17 @@ impl Family {
 /// An event to recover, with what it was made from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recovered {
+    /// The event to commit, tagged `recovered`.
     pub event: NormalizedEvent,
     /// The records it stands for, oldest first.
     pub records: Vec<i64>,
     /// The raw body: the records as a JSON array.
     pub raw: Vec<u8>,
+    /// The family its dedup key stands for.
     pub family: Family,
     /// The file that identifies it (see [`is_known`]).
     pub path: String,
+    /// The download id, when the records carried one.
     pub download_id: Option<String>,
 }
 

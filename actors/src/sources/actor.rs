@@ -26,12 +26,15 @@ use crate::system::Names;
 /// One HTTP request, as the ingress hands it over.
 #[derive(Debug)]
 pub struct InboundRequest {
+    /// The request's headers.
     pub headers: http::HeaderMap,
     /// Query parameters in order (the `token` one included: it is removed before storing).
     pub query: Vec<(String, String)>,
     /// Parameters implied by the route (e.g. an alias's fixed `trigger_on`).
     pub route_params: BTreeMap<String, String>,
+    /// The body as read (already bounded by the ingress).
     pub body: Bytes,
+    /// When the request arrived, unix milliseconds.
     pub received_at_ms: i64,
     /// Set when the ingress already checked the credential in the headers or query (before
     /// reading the body); the task then does not check it again.
@@ -44,36 +47,56 @@ pub enum IngestOutcome {
     /// Committed (or recognised as a duplicate of a committed event).
     Stored(Appended),
     /// Valid, but not in the source's `trigger_on` list: acknowledged and dropped.
-    Filtered { event_type: String },
+    Filtered {
+        /// The sender's event type, as sent.
+        event_type: String,
+    },
 }
 
 /// Why an ingest failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The credential is missing or wrong: 401.
     #[error("{error}")]
-    Unauthorized { error: AuthError, challenge: String },
+    Unauthorized {
+        /// What was wrong with it (never the secret).
+        error: AuthError,
+        /// The `WWW-Authenticate` value to send back.
+        challenge: String,
+    },
+    /// The body cannot be read as this source's payload: 400, 415 or 422 ([`ParseError::status`]).
     #[error("{0}")]
     Parse(#[from] ParseError),
+    /// The event could not be made durable: 503.
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
 }
 
+/// What a source answers an ingest with.
 pub type IngestResult = Result<IngestOutcome, IngestError>;
 
+/// Messages to a source actor.
 pub enum SourceMsg {
+    /// Authenticate, parse and commit one request; answered once the event is durable (or refused).
     Ingest(Box<InboundRequest>, RpcReplyPort<IngestResult>),
     /// Fault injection: makes the actor panic, for supervision tests and chaos drills.
     InjectPanic,
 }
 
+/// What a source actor starts with.
 #[derive(Clone)]
 pub struct SourceArgs {
+    /// The `[[source]]` table.
     pub cfg: Arc<SourceConfig>,
+    /// Where events are committed.
     pub store: Arc<dyn Store>,
+    /// Registry names, to hand committed events to the router.
     pub names: Names,
+    /// Ingest and rejection counters.
     pub metrics: Arc<Metrics>,
 }
 
+/// A source's state: its compiled auth and parser options, shared with its ingest tasks.
 pub struct SourceState {
     ctx: Arc<SourceCtx>,
 }
@@ -88,6 +111,7 @@ struct SourceCtx {
     metrics: Arc<Metrics>,
 }
 
+/// The source actor (`source:NAME` under `sources` in the tree).
 #[derive(Clone, Debug, Default)]
 pub struct SourceActor;
 
@@ -288,8 +312,11 @@ fn reject(st: &SourceCtx, req: &InboundRequest, err: &IngestError) {
 /// One refused request, as [`record_rejection`] records it.
 #[derive(Debug)]
 pub struct Rejected<'a> {
+    /// The source's configured name.
     pub source: &'a str,
+    /// When the request arrived, unix milliseconds.
     pub at_ms: i64,
+    /// The HTTP status answered.
     pub status: u16,
     /// Short and stable: a label of the rejections metric.
     pub reason: &'static str,

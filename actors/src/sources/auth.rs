@@ -22,9 +22,11 @@ use thiserror::Error;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret read from config or the environment.
     pub fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
     }
+    /// The secret itself: only for comparing, signing or sending, never for logging.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -53,18 +55,27 @@ pub enum AuthConfig {
         /// Omit to accept any username (Aura's convention: only the password is checked).
         #[serde(default)]
         username: Option<String>,
+        /// Compared in constant time.
         password: Secret,
     },
     /// A fixed header, e.g. `X-Api-Key` (Sonarr ≥ v4.0.10, Radarr ≥ v5.16, Tautulli, Jellyfin).
-    Header { name: String, value: Secret },
+    Header {
+        /// The header's name (case-insensitive).
+        name: String,
+        /// The value it must carry, compared in constant time.
+        value: Secret,
+    },
     /// `Authorization: Bearer <token>`.
     Bearer(Secret),
     /// `?token=<token>` in the URL: the only option for Plex.
     Token(Secret),
     /// HMAC-SHA256 of the raw body, hex-encoded in `header`, optionally after `prefix`.
     Hmac {
+        /// The header carrying the hex digest.
         header: String,
+        /// The HMAC key.
         secret: Secret,
+        /// Text before the hex digest (e.g. `sha256=`), if the sender adds one.
         #[serde(default)]
         prefix: Option<String>,
     },
@@ -100,10 +111,13 @@ impl AuthConfig {
     }
 }
 
+/// Why a request's credential was refused. Never carries the secret or what was sent.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum AuthError {
+    /// No credential where the scheme expects one (where it was expected).
     #[error("missing credentials: expected {0}")]
     Missing(String),
+    /// A credential was sent but does not match (which check failed).
     #[error("invalid credentials ({0})")]
     Invalid(&'static str),
 }

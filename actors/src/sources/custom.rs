@@ -10,7 +10,7 @@
 //! `event` may be one of our own kind names (`import`, `upgrade`, `delete`, …), which sets
 //! the kind; any other name is kept with kind `other`. A [`CustomMapping`] renames the keys
 //! for a sender that cannot be changed, and every key matches loosely (`filePath`,
-//! `FilePath` and `file_path` are one key; see [`super::keys`]).
+//! `FilePath` and `file_path` are one key; see `sources/keys.rs`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

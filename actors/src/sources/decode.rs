@@ -14,7 +14,9 @@ pub const MAX_JSON_DEPTH: usize = 128;
 /// multipart, the `payload` part only: the thumbnail is dropped).
 #[derive(Debug, Clone)]
 pub struct Decoded {
+    /// The body as JSON.
     pub json: Value,
+    /// The bytes to store as the raw body.
     pub raw: Bytes,
 }
 

@@ -6,7 +6,7 @@
 //! strings, numbers as numbers. With "Send All Properties" the body is exactly that object;
 //! with a Handlebars template the user picks the keys, and every value comes out as text.
 //! So a [`JellyfinMapping`] names the keys, with defaults that cover the plugin's names and
-//! the usual hand-written ones, and every key is matched loosely (see [`super::keys`]):
+//! the usual hand-written ones, and every key is matched loosely (see `sources/keys.rs`):
 //! `NotificationType`, `notificationType` and `notification_type` all work without config.
 
 use serde::{Deserialize, Serialize};

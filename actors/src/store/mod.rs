@@ -2,7 +2,7 @@
 //! an embedded SQLite backend ([`sqlite::SqliteStore`]) and a PostgreSQL one
 //! ([`postgres::PostgresStore`]); [`open`] picks one from `[store] url`.
 //!
-//! Invariant: [`Store::append`] resolves only after the event is committed (fsynced to the
+//! Invariant: [`EventLog::append`] resolves only after the event is committed (fsynced to the
 //! WAL). Concurrent appends are group-committed: one transaction and one fsync per batch.
 
 mod codec;
@@ -115,10 +115,13 @@ pub async fn open(cfg: &StoreConfig, sqlite_path: &Path) -> Result<Arc<dyn Store
 /// An event ready to be committed: normalised, with its raw body and dedup key.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
+    /// The normalised event.
     pub event: NormalizedEvent,
     /// `serde_json::to_string(&event)`, computed by the caller off the writer thread.
     pub normalized_json: String,
+    /// The body as received (stored truncated beyond `raw_body_max`).
     pub raw: Bytes,
+    /// The request's `Content-Type`, as sent.
     pub content_type: Option<String>,
     /// SHA-256 over the source name and the raw body.
     pub dedup_key: [u8; 32],
@@ -129,6 +132,7 @@ pub struct NewEvent {
 /// The outcome of an append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Appended {
+    /// The event's id (a ULID): the new one, or the first event's for a duplicate.
     pub id: String,
     /// True when an identical body from the same source was committed within the dedup
     /// window; `id` is then the first event's id and nothing new was stored.
@@ -138,16 +142,25 @@ pub struct Appended {
 /// An event as read back from the store.
 #[derive(Clone, Debug, Serialize)]
 pub struct StoredEvent {
+    /// The event's id (a ULID).
     pub id: String,
+    /// The configured source name.
     pub source: String,
+    /// The normalised kind (`import`, `grab`, …).
     pub kind: String,
+    /// The sender's own event name.
     pub event_type: String,
+    /// When it was received (RFC 3339).
     pub received_at: String,
+    /// When it was received, unix milliseconds.
     pub received_at_ms: i64,
     /// `routed` once the router has handled it, else `received`.
     pub status: String,
+    /// The request's `Content-Type`, as sent.
     pub content_type: Option<String>,
+    /// True when the raw body was longer than `raw_body_max` and was cut.
     pub raw_truncated: bool,
+    /// The normalised event.
     pub normalized: NormalizedEvent,
     /// The raw body, lossily decoded as UTF-8 (bodies are validated UTF-8 before storing).
     pub raw: String,
@@ -158,8 +171,11 @@ pub struct StoredEvent {
 pub struct CommittedEvent {
     /// The store's sequence number: commit order.
     pub seq: i64,
+    /// The event's id (a ULID).
     pub id: String,
+    /// When it was received, unix milliseconds.
     pub received_at_ms: i64,
+    /// The normalised event, shared with the router and the workers.
     pub event: Arc<NormalizedEvent>,
 }
 
@@ -167,9 +183,13 @@ pub struct CommittedEvent {
 /// through.
 #[derive(Clone, Debug, Serialize)]
 pub struct Rejection {
+    /// When it was refused, unix milliseconds.
     pub at_ms: i64,
+    /// The configured source name.
     pub source: String,
+    /// The HTTP status answered.
     pub status: u16,
+    /// Why, in words (the error message sent back).
     pub reason: String,
 }
 
@@ -177,7 +197,9 @@ pub struct Rejection {
 /// item, a download id) and the events, in commit order. Stored as the delivery's payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
+    /// The coalescing key.
     pub key: String,
+    /// Sequence numbers of the events, in commit order.
     pub seqs: Vec<i64>,
 }
 
@@ -198,11 +220,17 @@ pub struct NewDelivery {
 /// A pending delivery, as a worker holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
+    /// The delivery row's id.
     pub id: i64,
+    /// Sequence number of its event (for a group: the first event).
     pub event_seq: i64,
+    /// Id of its event.
     pub event_id: String,
+    /// When its event was received, unix milliseconds.
     pub event_received_at_ms: i64,
+    /// The stored target name (a hook's name, or `plex:NAME`).
     pub hook: String,
+    /// Stable per (event, target) or (group, target): the `webhook-id` receivers dedupe by.
     pub webhook_id: String,
     /// Attempts made so far.
     pub attempts: u32,
@@ -213,29 +241,43 @@ pub struct Delivery {
 /// The outcome of an attempt, as written to the delivery row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeliveryUpdate {
+    /// Delivered; the row is final.
     Succeeded {
+        /// The delivery row's id.
         id: i64,
+        /// Attempts made, this one included.
         attempts: u32,
+        /// The HTTP status of the successful attempt.
         status: u16,
     },
     /// Still pending; tried again at `next_attempt_at_ms`.
     Retry {
+        /// The delivery row's id.
         id: i64,
+        /// Attempts made, this one included.
         attempts: u32,
+        /// When it is due again, unix milliseconds.
         next_attempt_at_ms: i64,
+        /// The last HTTP status, if the attempt got one.
         status: Option<u16>,
+        /// The last error, if any.
         error: Option<String>,
     },
     /// Given up: a 4xx, 410, or retries exhausted.
     Failed {
+        /// The delivery row's id.
         id: i64,
+        /// Attempts made, this one included.
         attempts: u32,
+        /// The last HTTP status, if the attempt got one.
         status: Option<u16>,
+        /// The last error, if any.
         error: Option<String>,
     },
 }
 
 impl DeliveryUpdate {
+    /// The delivery row this update is for.
     pub fn id(&self) -> i64 {
         match self {
             DeliveryUpdate::Succeeded { id, .. }
@@ -283,15 +325,23 @@ pub type UpdateColumns<'a> = (i64, &'static str, u32, i64, Option<u16>, Option<&
 /// One delivery attempt, for the history.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Attempt {
+    /// The delivery row attempted.
     pub delivery_id: i64,
+    /// The stored target name.
     pub hook: String,
+    /// Id of the delivery's event.
     pub event_id: String,
+    /// The delivery's `webhook-id`.
     pub webhook_id: String,
     /// 1-based.
     pub attempt: u32,
+    /// When it started, unix milliseconds.
     pub started_at_ms: i64,
+    /// How long it took, milliseconds.
     pub latency_ms: u64,
+    /// The HTTP status, if a response came.
     pub status: Option<u16>,
+    /// The transport error or failure, if any.
     pub error: Option<String>,
     /// First 1 KiB of the request body, secrets redacted.
     pub request_excerpt: String,
@@ -303,12 +353,17 @@ pub struct Attempt {
 /// disabled flag).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookOverrides {
+    /// The stored target name.
     pub hook: String,
+    /// Enabled or disabled at runtime; unset keeps the config's value.
     pub enabled: Option<bool>,
+    /// Why it was disabled, when it is.
     pub disabled_reason: Option<String>,
+    /// The cap on requests in flight, when changed at runtime.
     pub max_in_flight: Option<u32>,
     /// `Some("")` means "no rate limit" was set explicitly.
     pub rate: Option<String>,
+    /// The rate's burst, when changed at runtime.
     pub burst: Option<u32>,
 }
 
@@ -326,12 +381,17 @@ pub enum ReplayScope {
 /// One event waiting in a debounce group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DebounceItem {
+    /// The stored target name.
     pub target: String,
+    /// The coalescing key.
     pub key: String,
+    /// Sequence number of the event.
     pub event_seq: i64,
+    /// When the event was received, unix milliseconds.
     pub received_at_ms: i64,
     /// The quiet period and max wait that applied when the event arrived.
     pub quiet_ms: i64,
+    /// The max wait that applied when the event arrived, milliseconds.
     pub max_wait_ms: i64,
 }
 
@@ -350,16 +410,22 @@ pub enum Fired {
 /// A debounce group that is due.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FireGroup {
+    /// The stored target name.
     pub target: String,
+    /// The group delivery's stable `webhook-id`.
     pub webhook_id: String,
+    /// The group's key and events.
     pub group: Group,
 }
 
 /// A title card applied to a Plex item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppliedCard {
+    /// The stored target name of the Plex server (`plex:NAME`).
     pub target: String,
+    /// The Plex item's `ratingKey` when the card was applied.
     pub rating_key: String,
+    /// Hex SHA-256 of the card's bytes.
     pub card_sha: String,
     /// What the card is for, for people: `Show (2020) S01E05`.
     pub item: String,
@@ -368,8 +434,11 @@ pub struct AppliedCard {
 /// Delivery counts of one hook.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct DeliveryCounts {
+    /// Deliveries still pending.
     pub pending: u64,
+    /// Deliveries that succeeded.
     pub succeeded: u64,
+    /// Deliveries that failed for good.
     pub failed: u64,
 }
 
@@ -388,7 +457,9 @@ impl DeliveryCounts {
 /// The pending deliveries of one target, for the queue gauges of `/metrics`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PendingSummary {
+    /// The stored target name.
     pub target: String,
+    /// Deliveries pending now.
     pub pending: u64,
     /// `created_at` (unix ms) of the oldest pending delivery.
     pub oldest_created_at_ms: Option<i64>,
@@ -399,12 +470,16 @@ pub struct PendingSummary {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
+    /// Waiting for an attempt, now or later.
     Pending,
+    /// Delivered.
     Succeeded,
+    /// Given up (failed or dead).
     Failed,
 }
 
 impl DeliveryState {
+    /// The lowercase name, as the admin API writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryState::Pending => "pending",
@@ -428,7 +503,7 @@ impl std::str::FromStr for DeliveryState {
     }
 }
 
-/// Which events [`Store::list_events`] returns. Every field narrows the result.
+/// Which events [`EventLog::list_events`] returns. Every field narrows the result.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventFilter {
     /// The configured source name (`sonarr-4k`).
@@ -445,13 +520,16 @@ pub struct EventFilter {
     /// Keyset pagination: only events with `seq` below this (the last row of the previous
     /// page).
     pub before_seq: Option<i64>,
+    /// The most events returned.
     pub limit: usize,
 }
 
 /// Delivery counts of one event at one target.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct TargetCounts {
+    /// The stored target name.
     pub target: String,
+    /// How many of those deliveries are in each state.
     #[serde(flatten)]
     pub counts: DeliveryCounts,
 }
@@ -463,11 +541,17 @@ pub struct EventSummary {
     /// opaque).
     #[serde(skip)]
     pub seq: i64,
+    /// The event's id (a ULID).
     pub id: String,
+    /// The configured source name.
     pub source: String,
+    /// The normalised kind.
     pub kind: String,
+    /// The sender's own event name.
     pub event_type: String,
+    /// When it was received (RFC 3339).
     pub received_at: String,
+    /// When it was received, unix milliseconds.
     pub received_at_ms: i64,
     /// Title and `SxxEyy`, for people.
     pub summary: String,
@@ -478,17 +562,25 @@ pub struct EventSummary {
 /// A delivery row as the explain view shows it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct DeliveryInfo {
+    /// The delivery row's id.
     pub id: i64,
+    /// The stored target name.
     pub target: String,
+    /// Its stable `webhook-id`.
     pub webhook_id: String,
     /// `pending`, `succeeded` or `failed`.
     pub state: String,
+    /// Attempts made so far.
     pub attempts: u32,
     /// For a pending delivery: when it is tried next (unix ms).
     pub next_attempt_at_ms: Option<i64>,
+    /// When it was created, unix milliseconds.
     pub created_at_ms: i64,
+    /// When it was last written, unix milliseconds.
     pub updated_at_ms: i64,
+    /// The last attempt's HTTP status, if it got one.
     pub last_status: Option<u16>,
+    /// The last attempt's error, if any.
     pub last_error: Option<String>,
     /// Set when this is a debounced group's delivery that includes the event.
     pub group: Option<Group>,
@@ -497,6 +589,7 @@ pub struct DeliveryInfo {
 /// Everything the store knows about how one event was delivered.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct EventDeliveries {
+    /// The deliveries that carry the event, its own and its groups'.
     pub deliveries: Vec<DeliveryInfo>,
     /// Every attempt of those deliveries, oldest first.
     pub attempts: Vec<Attempt>,
@@ -505,9 +598,13 @@ pub struct EventDeliveries {
 /// One file of a stored import, upgrade, rename or delete event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventFileKey {
+    /// The event's kind.
     pub kind: EventKind,
+    /// The event's download id, when it has one.
     pub download_id: Option<String>,
+    /// The file's path on the sender's filesystem.
     pub path: String,
+    /// True when the event removed this file.
     pub deleted: bool,
 }
 
@@ -532,17 +629,32 @@ impl EventFileKey {
     }
 }
 
+/// Why a store operation failed, whichever the backend.
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// The database refused or failed an operation (the backend's own message).
     #[error("database: {0}")]
     Backend(String),
+    /// The store was shut down (its writer is gone).
     #[error("store is closed")]
     Closed,
+    /// A stored event cannot be decoded (its compressed body or its JSON).
     #[error("stored event {id} is corrupt: {reason}")]
-    Corrupt { id: String, reason: String },
+    Corrupt {
+        /// The event's id.
+        id: String,
+        /// What failed to decode.
+        reason: String,
+    },
+    /// The database cannot be opened or set up, or `[store] url` names no known backend.
     #[error("cannot open store at {path}: {reason}")]
-    Open { path: String, reason: String },
+    Open {
+        /// What was being opened: the SQLite file, the PostgreSQL server (no password), or the
+        /// config key.
+        path: String,
+        /// What went wrong, and how to fix it.
+        reason: String,
+    },
     /// The transaction (or the WAL fsync) holding this write failed; nothing of it is stored.
     #[error("commit failed: {0}")]
     Commit(String),

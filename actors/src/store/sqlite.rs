@@ -492,6 +492,7 @@ pub struct WriterStats {
     pub max_batch: AtomicU64,
     /// WAL fsyncs, and time spent in them (each covers every commit queued before it).
     pub fsyncs: AtomicU64,
+    /// Time spent in WAL fsyncs, in microseconds.
     pub fsync_us: AtomicU64,
 }
 
