@@ -170,6 +170,16 @@ impl ChildServer {
     /// data dir and starts `relayarr run` on it. Logging is `warn`: the per-event `info`
     /// lines would otherwise go to a pipe nobody reads and be part of the measurement.
     pub fn spawn(config: &str, dir: &std::path::Path) -> Result<Self, String> {
+        Self::spawn_with_env(config, dir, std::iter::empty())
+    }
+
+    /// [`ChildServer::spawn`], with extra environment variables for the child (e.g. the
+    /// caller's `RELAYARR_*__*` config overrides, which `spawn` does not pass on).
+    pub fn spawn_with_env(
+        config: &str,
+        dir: &std::path::Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, String> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("free port: {e}"))?;
@@ -189,6 +199,7 @@ impl ChildServer {
             // Allocator knobs (MIMALLOC_*) pass through, for memory experiments.
             .envs(std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_")))
             .env("RELAYARR_LOG", "warn")
+            .envs(env)
             .stdout(log.try_clone().map_err(|e| format!("log file: {e}"))?)
             .stderr(log)
             .spawn()
@@ -199,6 +210,17 @@ impl ChildServer {
     /// A `kB` line of the child's `/proc/PID/status` (`VmHWM`: its peak RSS).
     pub fn status_kib(&self, key: &str) -> Option<u64> {
         status_kib_of(&format!("/proc/{}/status", self.child.id()), key)
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How many file descriptors the child has open (entries of `/proc/PID/fd`).
+    pub fn open_fds(&self) -> Option<u64> {
+        let dir = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).ok()?;
+        Some(dir.count() as u64)
     }
 
     /// The child's CPU time so far (user + system), in seconds.
@@ -234,5 +256,67 @@ impl ChildServer {
                 }
             }
         }
+    }
+}
+
+/// The shared fixture `sonarr/Download.http`'s `downloadId`; each request replaces it with
+/// its own number.
+pub const FIXTURE_DOWNLOAD_ID: &str = "3F5A9C0E1B7D42A68E0C9B1D2F3A4E5B6C7D8E9F";
+
+/// The shared fixture `sonarr/Download.http`'s body, split around its `downloadId`, so a
+/// request's body is `head + {n:040X} + tail`: every body unique (relayarr answers a
+/// repeated body `200 duplicate` and stores it once), all the same size. The same bodies as
+/// `delivery_load`'s.
+pub struct BodyTemplate {
+    head: String,
+    tail: String,
+}
+
+impl BodyTemplate {
+    /// Reads the fixture from `tests/fixtures/shared/`.
+    pub fn load() -> Result<BodyTemplate, String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/shared/sonarr/Download.http");
+        let raw = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .ok_or_else(|| format!("{} has no header/body separator", path.display()))?;
+        let (head, tail) = body.split_once(FIXTURE_DOWNLOAD_ID).ok_or_else(|| {
+            format!(
+                "{} no longer has downloadId {FIXTURE_DOWNLOAD_ID}",
+                path.display()
+            )
+        })?;
+        Ok(BodyTemplate {
+            head: head.to_owned(),
+            tail: tail.to_owned(),
+        })
+    }
+
+    /// The body's length in bytes (the same for every `n`).
+    pub fn len(&self) -> usize {
+        self.head.len() + FIXTURE_DOWNLOAD_ID.len() + self.tail.len()
+    }
+
+    /// Writes into `out` request `n`: `POST /api/v1/webhooks/sonarr` with the fixture's
+    /// credentials, keep-alive.
+    pub fn request(&self, n: u64, host: &str, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        out.clear();
+        let _ = write!(
+            out,
+            "POST /api/v1/webhooks/sonarr HTTP/1.1\r\n\
+             Host: {host}\r\n\
+             User-Agent: Sonarr/4.0.19.2979 (alpine 3.21.3)\r\n\
+             Authorization: {AUTHORIZATION}\r\n\
+             Accept: application/json\r\n\
+             Content-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{}{n:040X}{}",
+            self.len(),
+            self.head,
+            self.tail
+        );
     }
 }
