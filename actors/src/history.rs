@@ -82,6 +82,7 @@ pub struct HistoryArgs {
     pub store: Arc<dyn Store>,
     /// Retention limits and how often they run.
     pub cfg: HistoryConfig,
+    /// Where pruned events are counted (`relayarr_events_pruned_total`).
     pub metrics: Arc<Metrics>,
 }
 
