@@ -1490,14 +1490,19 @@ fn rule(older_than_ms: i64, keep_max: u64, batch: usize) -> store::EventRetentio
         older_than_ms,
         keep_max,
         batch,
+        after_seq: 0,
     }
 }
 
-/// Prunes in batches until a batch deletes fewer than asked; returns the total.
-async fn prune_all(store: &Arc<dyn Store>, r: store::EventRetention) -> u64 {
+/// Prunes in batches until a batch deletes fewer than asked, each batch starting after the
+/// last one's `last_seq` (as the history recorder does); returns the total.
+async fn prune_all(store: &Arc<dyn Store>, mut r: store::EventRetention) -> u64 {
     let mut total = 0;
     loop {
-        let n = store.prune_events(r).await.expect("prune_events");
+        let pruned = store.prune_events(r).await.expect("prune_events");
+        let n = pruned.events;
+        assert!(pruned.last_seq >= r.after_seq, "the cursor never goes back");
+        r.after_seq = pruned.last_seq;
         total += n;
         assert!(
             n <= r.batch as u64,
@@ -1674,6 +1679,23 @@ async fn check_event_retention_keeps_pending_work(b: Backend) {
     ])
     .await
     .expect("finish");
+    // A batch looks only after its cursor: from the last of the three, none of them goes.
+    let after_all = store::EventRetention {
+        after_seq: pending.max(g1).max(g2),
+        ..rule(cutoff, 0, 10)
+    };
+    let pruned = s
+        .prune_events(after_all)
+        .await
+        .expect("prune after the cursor");
+    assert_eq!(
+        pruned,
+        store::PrunedBatch {
+            events: 0,
+            last_seq: after_all.after_seq
+        }
+    );
+    assert!(exists(s, &pending_id).await && exists(s, &g1_id).await && exists(s, &g2_id).await);
     assert_eq!(prune_all(s, rule(cutoff, u64::MAX, 2)).await, 3);
     for id in [&pending_id, &g1_id, &g2_id] {
         assert!(!exists(s, id).await, "event {id} is finished and old");

@@ -105,8 +105,16 @@ const BUFFER_MAX: usize = 20_000;
 const PRUNE_BATCH: usize = 200;
 /// Pages (4 KiB) given back per compaction step: about 8 MiB, a few milliseconds.
 const COMPACT_PAGES: u64 = 2048;
-/// The writer is left to ingest for this long between two batches.
+/// The writer is left to ingest for at least this long between two batches...
 const PRUNE_PAUSE: Duration = Duration::from_millis(20);
+/// ...and for this many times as long as the last batch took, so that retention takes at
+/// most a fifth of the writer's time however slow a batch gets.
+const PRUNE_PAUSE_FACTOR: u32 = 4;
+
+/// The pause after a batch that took `took`.
+fn prune_pause(took: Duration) -> Duration {
+    PRUNE_PAUSE.max(took.saturating_mul(PRUNE_PAUSE_FACTOR))
+}
 
 /// The cutoff of a retention run started at `now_ms`: `max_age` before it.
 pub fn cutoff_ms(now_ms: i64, max_age: Duration) -> i64 {
@@ -195,6 +203,7 @@ impl Actor for HistoryActor {
                             older_than_ms: cutoff_ms(now_ms(), st.cfg.events_max_age),
                             keep_max: st.cfg.events_max_count,
                             batch: PRUNE_BATCH,
+                            after_seq: 0,
                         },
                         started: std::time::Instant::now(),
                         events: 0,
@@ -204,31 +213,40 @@ impl Actor for HistoryActor {
                     let _ = me.cast(HistoryMsg::PruneEvents(run));
                 }
             }
-            HistoryMsg::PruneEvents(mut run) => match st.store.prune_events(run.rule).await {
-                Ok(n) => {
-                    run.events += n;
-                    run.batches += 1;
-                    st.metrics.events_pruned.add(&[], n);
-                    if n as usize >= run.rule.batch {
-                        if run.batches.is_multiple_of(50) {
-                            tracing::info!(
-                                pruned = run.events,
-                                batches = run.batches,
-                                "event retention in progress"
-                            );
+            HistoryMsg::PruneEvents(mut run) => {
+                let began = std::time::Instant::now();
+                let result = st.store.prune_events(run.rule).await;
+                let pause = prune_pause(began.elapsed());
+                match result {
+                    Ok(pruned) => {
+                        let n = pruned.events;
+                        // The next batch starts after this one: events passed over because
+                        // they still had work are not scanned again in this run.
+                        run.rule.after_seq = pruned.last_seq;
+                        run.events += n;
+                        run.batches += 1;
+                        st.metrics.events_pruned.add(&[], n);
+                        if n as usize >= run.rule.batch {
+                            if run.batches.is_multiple_of(50) {
+                                tracing::info!(
+                                    pruned = run.events,
+                                    batches = run.batches,
+                                    "event retention in progress"
+                                );
+                            }
+                            me.send_after(pause, move || HistoryMsg::PruneEvents(run));
+                        } else if run.events > 0 {
+                            let _ = me.cast(HistoryMsg::Compact(run));
+                        } else {
+                            st.pruning = false;
                         }
-                        me.send_after(PRUNE_PAUSE, move || HistoryMsg::PruneEvents(run));
-                    } else if run.events > 0 {
-                        let _ = me.cast(HistoryMsg::Compact(run));
-                    } else {
+                    }
+                    Err(error) => {
                         st.pruning = false;
+                        tracing::error!(%error, pruned = run.events, "event retention failed; retried at the next run");
                     }
                 }
-                Err(error) => {
-                    st.pruning = false;
-                    tracing::error!(%error, pruned = run.events, "event retention failed; retried at the next run");
-                }
-            },
+            }
             HistoryMsg::Compact(mut run) => {
                 match st.store.compact(COMPACT_PAGES).await {
                     Ok(c) if c.pages_left > 0 && c.pages_freed > 0 => {
@@ -265,5 +283,22 @@ impl Actor for HistoryActor {
     ) -> Result<(), ActorProcessingErr> {
         Self::flush(st).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_prune_batch_is_followed_by_a_longer_pause() {
+        // Quick batches: the floor.
+        assert_eq!(prune_pause(Duration::from_millis(1)), PRUNE_PAUSE);
+        // A 250 ms batch (a scan past much pending work) leaves the writer 1 s: retention
+        // takes at most a fifth of it.
+        assert_eq!(
+            prune_pause(Duration::from_millis(250)),
+            Duration::from_secs(1)
+        );
     }
 }

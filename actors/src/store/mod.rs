@@ -786,8 +786,9 @@ pub trait History: Send + Sync + 'static {
     /// than `rule.older_than_ms` or beyond the newest `rule.keep_max`, oldest first, with
     /// their deliveries, attempts and debounce items. An event with pending work is never
     /// deleted: unrouted, a pending delivery (its own, or a debounced group's that includes
-    /// it), or a debounce item not yet fired. Returns how many events were deleted.
-    fn prune_events(&self, rule: EventRetention) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// it), or a debounce item not yet fired. Only events after `rule.after_seq` are looked
+    /// at, so that a run passes each event with pending work once, not once per batch.
+    fn prune_events(&self, rule: EventRetention) -> BoxFuture<'_, Result<PrunedBatch, StoreError>>;
     /// Gives space freed by pruning back to the file system, at most `max_pages` pages per
     /// call (SQLite: `PRAGMA incremental_vacuum`, then a WAL truncation once nothing is left
     /// to free). PostgreSQL reuses deleted tuples through autovacuum: nothing to do here.
@@ -866,6 +867,19 @@ pub struct EventRetention {
     pub keep_max: u64,
     /// Most events deleted in one call (one short transaction).
     pub batch: usize,
+    /// Only events with a larger sequence number are considered: 0 for a run's first batch,
+    /// then the previous batch's [`PrunedBatch::last_seq`].
+    pub after_seq: i64,
+}
+
+/// The outcome of one [`History::prune_events`] batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrunedBatch {
+    /// Events deleted.
+    pub events: u64,
+    /// The largest sequence number deleted (the batch's `after_seq` when none was): where
+    /// the run's next batch starts looking.
+    pub last_seq: i64,
 }
 
 /// The outcome of one [`History::compact`] call.

@@ -41,8 +41,8 @@ use super::{
     now_ms, rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, Compacted, DebounceItem,
     Delivery, DeliveryCounts, DeliveryInfo, DeliveryQueue, DeliveryUpdate, EventDeliveries,
     EventFileKey, EventFilter, EventLog, EventRetention, EventSummary, FireGroup, Fired, Group,
-    History, HookOverrides, Membership, NewDelivery, NewEvent, PendingSummary, Rejection,
-    ReplayScope, RuntimeState, Store, StoreConfig, StoreError, StoredEvent,
+    History, HookOverrides, Membership, NewDelivery, NewEvent, PendingSummary, PrunedBatch,
+    Rejection, ReplayScope, RuntimeState, Store, StoreConfig, StoreError, StoredEvent,
 };
 
 /// The schema, one migration per entry; `schema_version` records those applied. SQLite's
@@ -1970,7 +1970,7 @@ impl History for PostgresStore {
         .boxed()
     }
 
-    fn prune_events(&self, rule: EventRetention) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn prune_events(&self, rule: EventRetention) -> BoxFuture<'_, Result<PrunedBatch, StoreError>> {
         // Same rule as SQLite. Several instances may prune at once: SKIP LOCKED keeps them
         // off each other's batch, and the deletes re-check "not pending" in case a replay
         // requeued a delivery of a chosen event meanwhile (that event then stays).
@@ -1988,10 +1988,11 @@ impl History for PostgresStore {
             let mut chosen: Vec<(i64, String)> = tx
                 .query(
                     &format!(
-                        "SELECT e.seq, e.id FROM events e WHERE e.received_at < $1 \
-                         AND {PRUNABLE} ORDER BY e.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+                        "SELECT e.seq, e.id FROM events e WHERE e.seq > $3 \
+                         AND e.received_at < $1 AND {PRUNABLE} \
+                         ORDER BY e.seq LIMIT $2 FOR UPDATE SKIP LOCKED"
                     ),
-                    &[&rule.older_than_ms, &batch],
+                    &[&rule.older_than_ms, &batch, &rule.after_seq],
                 )
                 .await
                 .map_err(backend)?
@@ -2008,7 +2009,7 @@ impl History for PostgresStore {
                 let keep = i64::try_from(rule.keep_max).unwrap_or(i64::MAX);
                 let over = count - i64::try_from(chosen.len()).unwrap_or(0) - keep;
                 if over > 0 {
-                    let after = chosen.last().map_or(0, |(s, _)| *s);
+                    let after = chosen.last().map_or(rule.after_seq, |(s, _)| *s);
                     let more = tx
                         .query(
                             &format!(
@@ -2024,7 +2025,10 @@ impl History for PostgresStore {
             }
             if chosen.is_empty() {
                 tx.commit().await.map_err(commit_failed)?;
-                return Ok(0);
+                return Ok(PrunedBatch {
+                    events: 0,
+                    last_seq: rule.after_seq,
+                });
             }
             let seqs: Vec<i64> = chosen.iter().map(|(s, _)| *s).collect();
             let ids: Vec<&str> = chosen.iter().map(|(_, i)| i.as_str()).collect();
@@ -2055,7 +2059,10 @@ impl History for PostgresStore {
                 .await
                 .map_err(backend)?;
             tx.commit().await.map_err(commit_failed)?;
-            Ok(n)
+            Ok(PrunedBatch {
+                events: n,
+                last_seq: seqs.last().copied().unwrap_or(rule.after_seq),
+            })
         }
         .boxed()
     }

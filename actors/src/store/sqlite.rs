@@ -23,8 +23,8 @@ use super::{count_into, state_sql};
 use super::{
     rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, Compacted, DebounceItem, Delivery,
     DeliveryCounts, DeliveryUpdate, EventFileKey, EventRetention, FireGroup, Fired, Group,
-    HookOverrides, NewDelivery, NewEvent, PendingSummary, Rejection, ReplayScope, Store,
-    StoreConfig, StoreError, StoredEvent,
+    HookOverrides, NewDelivery, NewEvent, PendingSummary, PrunedBatch, Rejection, ReplayScope,
+    Store, StoreConfig, StoreError, StoredEvent,
 };
 use super::{
     DeliveryInfo, DeliveryQueue, EventDeliveries, EventFilter, EventLog, EventSummary, History,
@@ -203,7 +203,7 @@ enum WriteCmd {
     UpdateDeliveries(Vec<DeliveryUpdate>, Reply<()>),
     Attempts(Vec<Attempt>, Reply<()>),
     Prune(i64, u64, Reply<u64>),
-    PruneEvents(EventRetention, Reply<u64>),
+    PruneEvents(EventRetention, Reply<PrunedBatch>),
     /// `PRAGMA incremental_vacuum` of at most this many pages.
     Compact(u64, Reply<Compacted>),
     Requeue(String, ReplayScope, Reply<Vec<i64>>),
@@ -677,7 +677,7 @@ impl Writer {
                         done.push(Done::Count(reply, prune(&tx, older, keep)));
                     }
                     WriteCmd::PruneEvents(rule, reply) => {
-                        done.push(Done::Count(reply, prune_events(&tx, rule)));
+                        done.push(Done::Pruned(reply, prune_events(&tx, rule)));
                     }
                     WriteCmd::Compact(max_pages, reply) => {
                         let r = compact(&tx, max_pages);
@@ -874,6 +874,7 @@ enum Done {
     Deliveries(Reply<Vec<Delivery>>, Result<Vec<Delivery>, StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
     Compacted(Reply<Compacted>, Result<Compacted, StoreError>),
+    Pruned(Reply<PrunedBatch>, Result<PrunedBatch, StoreError>),
     Ids(Reply<Vec<i64>>, Result<Vec<i64>, StoreError>),
     Items(
         Reply<Vec<DebounceItem>>,
@@ -900,6 +901,7 @@ impl Done {
             Done::Deliveries(reply, r) => send(reply, r, commit_err),
             Done::Count(reply, r) => send(reply, r, commit_err),
             Done::Compacted(reply, r) => send(reply, r, commit_err),
+            Done::Pruned(reply, r) => send(reply, r, commit_err),
             Done::Ids(reply, r) => send(reply, r, commit_err),
             Done::Items(reply, r) => send(reply, r, commit_err),
             Done::Fired(reply, r) => send(reply, r, commit_err),
@@ -1106,7 +1108,10 @@ fn prune(
 /// Event retention, one batch (see [`History::prune_events`]): the oldest prunable events
 /// past the age limit, then, while more than `keep_max` are stored, the oldest prunable
 /// ones beyond it. One writer means nothing can make a chosen event busy before it goes.
-fn prune_events(tx: &rusqlite::Transaction<'_>, rule: EventRetention) -> Result<u64, StoreError> {
+fn prune_events(
+    tx: &rusqlite::Transaction<'_>,
+    rule: EventRetention,
+) -> Result<PrunedBatch, StoreError> {
     // Prunable: routed, no pending delivery of its own, in no pending debounced group, and
     // no debounce item of it waiting to fire.
     const PRUNABLE: &str = "NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) \
@@ -1120,10 +1125,10 @@ fn prune_events(tx: &rusqlite::Transaction<'_>, rule: EventRetention) -> Result<
     let batch = i64::try_from(rule.batch).unwrap_or(i64::MAX);
     let mut seqs: Vec<(i64, String)> = tx
         .prepare_cached(&format!(
-            "SELECT e.seq, e.id FROM events e WHERE e.received_at < ?1 AND {PRUNABLE} \
-             ORDER BY e.seq LIMIT ?2"
+            "SELECT e.seq, e.id FROM events e WHERE e.seq > ?3 AND e.received_at < ?1 \
+             AND {PRUNABLE} ORDER BY e.seq LIMIT ?2"
         ))?
-        .query_map(params![rule.older_than_ms, batch], |r| {
+        .query_map(params![rule.older_than_ms, batch, rule.after_seq], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<Result<_, _>>()?;
@@ -1133,7 +1138,7 @@ fn prune_events(tx: &rusqlite::Transaction<'_>, rule: EventRetention) -> Result<
         let keep = i64::try_from(rule.keep_max).unwrap_or(i64::MAX);
         let over = count - i64::try_from(seqs.len()).unwrap_or(0) - keep;
         if over > 0 {
-            let after = seqs.last().map_or(0, |(s, _)| *s);
+            let after = seqs.last().map_or(rule.after_seq, |(s, _)| *s);
             let more: Vec<(i64, String)> = tx
                 .prepare_cached(&format!(
                     "SELECT e.seq, e.id FROM events e WHERE e.seq > ?1 AND {PRUNABLE} \
@@ -1159,7 +1164,10 @@ fn prune_events(tx: &rusqlite::Transaction<'_>, rule: EventRetention) -> Result<
         items.execute([seq])?;
         n += events.execute([seq])? as u64;
     }
-    Ok(n)
+    Ok(PrunedBatch {
+        events: n,
+        last_seq: seqs.last().map_or(rule.after_seq, |(s, _)| *s),
+    })
 }
 
 /// One step of giving free pages back to the file system (incremental auto-vacuum).
@@ -1965,7 +1973,7 @@ impl History for SqliteStore {
             .boxed()
     }
 
-    fn prune_events(&self, rule: EventRetention) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn prune_events(&self, rule: EventRetention) -> BoxFuture<'_, Result<PrunedBatch, StoreError>> {
         self.send(move |r| WriteCmd::PruneEvents(rule, r)).boxed()
     }
 
