@@ -5,7 +5,7 @@
 //! whose handler is a closure in `http::router` (`/api/v1/health`, `/triggers/{name}`) are
 //! documented by the attribute-only functions below; routes that share a handler (the
 //! `/api/v1/admin/targets/{name}` forms of the hook routes, the drop-in aliases of
-//! [`ALIASES`](crate::config::ALIASES)) are filled in by [`Fill`] from that handler's entry.
+//! [`ALIASES`](crate::config::ALIASES)) are filled in by `Fill` from that handler's entry.
 //! `tests/openapi.rs` checks the document against the router, both ways.
 
 use std::collections::HashSet;
