@@ -1692,7 +1692,8 @@ async fn check_event_retention_keeps_pending_work(b: Backend) {
         pruned,
         store::PrunedBatch {
             events: 0,
-            last_seq: after_all.after_seq
+            last_seq: after_all.after_seq,
+            more: false,
         }
     );
     assert!(exists(s, &pending_id).await && exists(s, &g1_id).await && exists(s, &g2_id).await);

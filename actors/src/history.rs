@@ -226,7 +226,7 @@ impl Actor for HistoryActor {
                         run.events += n;
                         run.batches += 1;
                         st.metrics.events_pruned.add(&[], n);
-                        if n as usize >= run.rule.batch {
+                        if pruned.more {
                             if run.batches.is_multiple_of(50) {
                                 tracing::info!(
                                     pruned = run.events,

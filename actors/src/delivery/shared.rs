@@ -359,19 +359,9 @@ async fn run_writer(
                     }
                 }
                 let ids: Vec<i64> = updates.iter().map(DeliveryUpdate::id).collect();
-                // Attempts first: a crash in between resends the delivery, which then shows
-                // one more attempt; never an outcome without the attempt behind it.
-                if !attempts.is_empty() {
-                    let res = until_written(&target, "delivery attempts", || {
-                        store.record_attempts(attempts.clone())
-                    })
-                    .await;
-                    if let Err(error) = res {
-                        tracing::warn!(target_name = %target, %error, attempts = attempts.len(), "attempts not recorded (the store is closing)");
-                    }
-                }
+                // Never an outcome without the attempt behind it (see `record_outcomes`).
                 let res = until_written(&target, "delivery outcomes", || {
-                    store.update_deliveries(updates.clone())
+                    store.record_outcomes(updates.clone(), attempts.clone())
                 })
                 .await;
                 if let Err(error) = res {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -877,9 +877,11 @@ pub struct EventRetention {
 pub struct PrunedBatch {
     /// Events deleted.
     pub events: u64,
-    /// The largest sequence number deleted (the batch's `after_seq` when none was): where
-    /// the run's next batch starts looking.
+    /// The largest sequence number looked at (the batch's `after_seq` when none was):
+    /// where the run's next batch starts looking.
     pub last_seq: i64,
+    /// The batch found as many candidates as it could take: more may follow.
+    pub more: bool,
 }
 
 /// The outcome of one [`History::compact`] call.
@@ -900,6 +902,22 @@ pub trait Store: EventLog + DeliveryQueue + History + RuntimeState + Membership 
     /// Proves the store accepts a write: a tiny write committed (and synced) like any
     /// other, within `timeout`. For `/readyz`.
     fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Records attempts, then the outcomes they led to. The default makes two writes
+    /// (attempts first: a crash in between resends a delivery, which then shows one more
+    /// attempt, never an outcome without its attempt); a backend may make it one.
+    fn record_outcomes(
+        &self,
+        updates: Vec<DeliveryUpdate>,
+        attempts: Vec<Attempt>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            if !attempts.is_empty() {
+                self.record_attempts(attempts).await?;
+            }
+            self.update_deliveries(updates).await
+        }
+        .boxed()
+    }
 }
 
 /// The storage traits, for callers of an `Arc<dyn Store>`.

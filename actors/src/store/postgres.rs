@@ -168,6 +168,11 @@ CREATE TABLE debounce_keys (
     PRIMARY KEY (target, key)
 );
 "#,
+    // Event retention asks, for each old event, whether it still has an unfired debounce
+    // item; without this index each such check scanned the whole table.
+    r#"
+CREATE INDEX debounce_items_event ON debounce_items (event_seq);
+"#,
 ];
 
 /// The advisory lock held while migrating ("relayarr" in ASCII), so two instances starting
@@ -2028,6 +2033,7 @@ impl History for PostgresStore {
                 return Ok(PrunedBatch {
                     events: 0,
                     last_seq: rule.after_seq,
+                    more: false,
                 });
             }
             let seqs: Vec<i64> = chosen.iter().map(|(s, _)| *s).collect();
@@ -2062,6 +2068,7 @@ impl History for PostgresStore {
             Ok(PrunedBatch {
                 events: n,
                 last_seq: seqs.last().copied().unwrap_or(rule.after_seq),
+                more: seqs.len() >= rule.batch,
             })
         }
         .boxed()

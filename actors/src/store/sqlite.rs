@@ -8,6 +8,7 @@
 //! thread and adds a channel round-trip per statement; rusqlite lets us own that thread.
 //! Reads use a separate connection (WAL readers never block the writer).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -189,6 +190,43 @@ INSERT INTO unrouted (seq)
     SELECT seq FROM events WHERE seq > (SELECT value FROM meta WHERE key = 'routed_upto');
 DELETE FROM meta WHERE key = 'routed_upto';
 "#,
+    // Event retention asks, for each old event, whether it still has an unfired debounce
+    // item; without this index each such check scanned the whole table.
+    r#"
+CREATE INDEX debounce_items_event ON debounce_items (event_seq);
+"#,
+    // A delivery's id is a hash, so the unique index on (hook, webhook_id) took every new
+    // row (and every deleted one) to a random leaf: each commit wrote a 4 KiB page per
+    // delivery to the WAL, and retention did the same again. Led by `event_seq`, which
+    // grows, the same uniqueness (the id is a function of the event, or a group's first
+    // event, and the target) goes to the index's right edge, and it replaces
+    // `deliveries_event` too.
+    r#"
+CREATE TABLE deliveries_v10 (
+    id              INTEGER PRIMARY KEY,
+    event_seq       INTEGER NOT NULL,
+    hook            TEXT    NOT NULL,
+    webhook_id      TEXT    NOT NULL,
+    state           TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    payload         TEXT
+);
+INSERT INTO deliveries_v10 (id, event_seq, hook, webhook_id, state, attempts, next_attempt_at,
+    created_at, updated_at, last_status, last_error, payload)
+  SELECT id, event_seq, hook, webhook_id, state, attempts, next_attempt_at, created_at,
+    updated_at, last_status, last_error, payload FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v10 RENAME TO deliveries;
+CREATE UNIQUE INDEX deliveries_once ON deliveries (event_seq, hook, webhook_id);
+CREATE INDEX deliveries_due ON deliveries (hook, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_hook_created ON deliveries (hook, created_at);
+CREATE INDEX deliveries_group ON deliveries (event_seq) WHERE payload IS NOT NULL;
+"#,
 ];
 
 /// How many commands may wait for the writer before callers are made to wait.
@@ -202,6 +240,8 @@ enum WriteCmd {
     CreateDeliveries(Vec<NewDelivery>, Vec<i64>, Reply<Vec<Delivery>>),
     UpdateDeliveries(Vec<DeliveryUpdate>, Reply<()>),
     Attempts(Vec<Attempt>, Reply<()>),
+    /// Attempts and the outcomes they led to, in one transaction.
+    Outcomes(Vec<DeliveryUpdate>, Vec<Attempt>, Reply<()>),
     Prune(i64, u64, Reply<u64>),
     PruneEvents(EventRetention, Reply<PrunedBatch>),
     /// `PRAGMA incremental_vacuum` of at most this many pages.
@@ -315,7 +355,6 @@ impl SqliteStore {
                     dedup,
                     checkpointer,
                     wal_path,
-                    commits: 0,
                     truncate_wal: false,
                 }
                 .run(rx)
@@ -377,6 +416,10 @@ impl SqliteStore {
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        if version > 0 {
+            // An existing file: a migration that rebuilds a table takes a while when it is large.
+            tracing::info!(version = i + 1, "store schema migrating");
+        }
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i + 1)?;
@@ -394,7 +437,6 @@ struct Writer {
     stats: Arc<WriterStats>,
     dedup: DedupCache,
     checkpointer: Checkpointer,
-    commits: u64,
     /// Set by a compaction that left no free pages: truncate the WAL after the commit.
     truncate_wal: bool,
 }
@@ -402,7 +444,7 @@ struct Writer {
 /// How often the background checkpointer copies WAL frames into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Safety net: if long-lived readers kept checkpoints from completing, the WAL would only
-/// grow; past this size the writer truncates it. Checked every `WAL_CHECK_EVERY` commits.
+/// grow; past this size the writer truncates it. Checked every `WAL_CHECK_EVERY` rounds of the writer.
 const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 const WAL_CHECK_EVERY: u64 = 64;
 
@@ -537,14 +579,24 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<WriteCmd>) {
         let max_batch = self.cfg.max_batch.max(1);
         let mut batch = Vec::with_capacity(max_batch);
+        // Bookkeeping commands received but not yet executed: a transaction of them stops at
+        // its time budget, and the rest go after the next round's ingest and routing.
+        let mut deferred: Vec<WriteCmd> = Vec::new();
         let mut last_batch = 0usize;
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            // Group commit under concurrency: when the last batch showed several writers,
-            // give their neighbours a moment to arrive so one fsync covers them all. A lone
-            // request (last batch of one) is never delayed.
-            if last_batch > 1 && !self.cfg.commit_delay.is_zero() {
-                std::thread::sleep(self.cfg.commit_delay);
+        let mut rounds = 0u64;
+        loop {
+            rounds += 1;
+            if deferred.is_empty() {
+                let Some(first) = rx.blocking_recv() else {
+                    break;
+                };
+                batch.push(first);
+                // Group commit under concurrency: when the last batch showed several
+                // writers, give their neighbours a moment to arrive so one fsync covers
+                // them all. A lone request (last batch of one) is never delayed.
+                if last_batch > 1 && !self.cfg.commit_delay.is_zero() {
+                    std::thread::sleep(self.cfg.commit_delay);
+                }
             }
             while batch.len() < max_batch {
                 match rx.try_recv() {
@@ -553,26 +605,34 @@ impl Writer {
                 }
             }
             last_batch = batch.len();
-            // Ingest first, in a transaction of its own: a 2xx waits for its commit and the
-            // fsync after it, and delivery bookkeeping (outcomes, attempts with their
-            // excerpts) must not make that transaction longer. The rest follows at once.
-            // Nothing in one drained batch depends on an append in it: deliveries of an
-            // event are created only after its append was answered.
+            // Three transactions, most urgent first. Ingest: a 2xx waits for its commit and
+            // the fsync after it. Routing: the deliveries of new events (and their debounce
+            // items), which every delivery's lag waits for. Bookkeeping (outcomes, attempts
+            // with their excerpts, retention) last, and at most `BOOKKEEPING_BUDGET` of it
+            // per round, so that a large batch of it never holds the other two back for
+            // longer than that. Nothing in one drained batch depends on another command in
+            // it: each caller waits for its answer before its next command.
+            let (mut appends, rest): (Vec<_>, Vec<_>) = batch
+                .drain(..)
+                .partition(|c| matches!(c, WriteCmd::Append(..)));
+            let (mut routing, rest): (Vec<_>, Vec<_>) =
+                rest.into_iter().partition(WriteCmd::is_routing);
+            deferred.extend(rest);
             let mut close = None;
-            if batch.iter().any(|c| matches!(c, WriteCmd::Append(..)))
-                && batch.iter().any(|c| !matches!(c, WriteCmd::Append(..)))
-            {
-                let (mut appends, rest): (Vec<_>, Vec<_>) = batch
-                    .drain(..)
-                    .partition(|c| matches!(c, WriteCmd::Append(..)));
-                batch = rest;
-                close = self.commit_batch(&mut appends);
-                self.commits += 1;
+            for (cmds, budget) in [
+                (&mut appends, None),
+                (&mut routing, None),
+                (&mut deferred, Some(BOOKKEEPING_BUDGET)),
+            ] {
+                if cmds.is_empty() {
+                    continue;
+                }
+                // Closing commits everything that came before the close.
+                let budget =
+                    budget.filter(|_| close.is_none() && !cmds.iter().any(WriteCmd::is_close));
+                close = close.or(self.commit_batch(cmds, budget));
             }
-            let rest_close = self.commit_batch(&mut batch);
-            let close = close.or(rest_close);
-            self.commits += 1;
-            if self.commits.is_multiple_of(WAL_CHECK_EVERY) {
+            if rounds.is_multiple_of(WAL_CHECK_EVERY) {
                 self.limit_wal();
             }
             if std::mem::take(&mut self.truncate_wal) {
@@ -584,7 +644,7 @@ impl Writer {
                 while let Ok(cmd) = rx.try_recv() {
                     batch.push(cmd);
                 }
-                let _ = self.commit_batch(&mut batch);
+                let _ = self.commit_batch(&mut batch, None);
                 self.flusher.stop();
                 self.checkpointer.stop();
                 let res = self
@@ -644,16 +704,23 @@ impl Writer {
 
     /// Commits every command in `batch` in one transaction and answers each. Returns the
     /// reply port of a `Close` command if one was in the batch.
-    fn commit_batch(&mut self, batch: &mut Vec<WriteCmd>) -> Option<Reply<()>> {
+    fn commit_batch(
+        &mut self,
+        batch: &mut Vec<WriteCmd>,
+        budget: Option<std::time::Duration>,
+    ) -> Option<Reply<()>> {
         let mut close = None;
         let mut done = Vec::with_capacity(batch.len());
-        let size = batch.len();
         let started = std::time::Instant::now();
         let mut executed = started;
+        let cmds = std::mem::take(batch);
+        let mut cmds = cmds.into_iter();
+        let mut rows = BatchRows::default();
         let res = (|| -> Result<(), StoreError> {
             let tx = self.conn.transaction()?;
             let now = super::now_ms();
-            for cmd in batch.drain(..) {
+            for cmd in cmds.by_ref() {
+                rows.add(&cmd);
                 match cmd {
                     WriteCmd::Append(ev, reply) => {
                         let r = insert_event(&tx, &ev, now, &mut self.dedup);
@@ -672,6 +739,11 @@ impl Writer {
                     }
                     WriteCmd::Attempts(rows, reply) => {
                         done.push(Done::Unit(reply, insert_attempts(&tx, &rows)));
+                    }
+                    WriteCmd::Outcomes(updates, attempts, reply) => {
+                        let r = insert_attempts(&tx, &attempts)
+                            .and_then(|()| update_deliveries(&tx, &updates, now));
+                        done.push(Done::Unit(reply, r));
                     }
                     WriteCmd::Prune(older, keep, reply) => {
                         done.push(Done::Count(reply, prune(&tx, older, keep)));
@@ -756,13 +828,32 @@ impl Writer {
                         done.push(Done::Unit(reply, r));
                     }
                 }
+                if budget.is_some_and(|b| started.elapsed() >= b) {
+                    break;
+                }
             }
             executed = std::time::Instant::now();
             tx.commit()?;
             Ok(())
         })();
-        self.stats
-            .record(size, executed - started, executed.elapsed());
+        // What the budget left out waits for the next round, in order.
+        batch.extend(cmds);
+        let size = done.len();
+        let (exec, commit) = (executed - started, executed.elapsed());
+        self.stats.record(size, exec, commit);
+        if exec + commit >= SLOW_COMMIT {
+            tracing::debug!(
+                commands = size,
+                appends = rows.appends,
+                deliveries_created = rows.created,
+                outcomes = rows.outcomes,
+                attempts = rows.attempts,
+                other = ?rows.other,
+                exec_ms = exec.as_millis() as u64,
+                commit_ms = commit.as_millis() as u64,
+                "slow store commit"
+            );
+        }
         let err = res.err();
         if let Some(e) = &err {
             tracing::error!(error = %e, batch = done.len(), "store commit failed");
@@ -781,6 +872,71 @@ impl Writer {
             }
         }
         close
+    }
+}
+
+/// A commit at least this long is logged (debug) with what it held.
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// What one transaction holds, by kind of row, for the slow-commit log.
+#[derive(Default)]
+struct BatchRows {
+    appends: usize,
+    created: usize,
+    outcomes: usize,
+    attempts: usize,
+    /// Other commands, by name.
+    other: Vec<&'static str>,
+}
+
+impl BatchRows {
+    fn add(&mut self, cmd: &WriteCmd) {
+        match cmd {
+            WriteCmd::Append(..) => self.appends += 1,
+            WriteCmd::CreateDeliveries(rows, ..) => self.created += rows.len(),
+            WriteCmd::UpdateDeliveries(rows, _) => self.outcomes += rows.len(),
+            WriteCmd::Attempts(rows, _) => self.attempts += rows.len(),
+            WriteCmd::Outcomes(updates, attempts, _) => {
+                self.outcomes += updates.len();
+                self.attempts += attempts.len();
+            }
+            WriteCmd::MarkRouted(..) => self.other.push("mark_routed"),
+            WriteCmd::Prune(..) => self.other.push("prune_attempts"),
+            WriteCmd::PruneEvents(..) => self.other.push("prune_events"),
+            WriteCmd::Compact(..) => self.other.push("compact"),
+            WriteCmd::Requeue(..) => self.other.push("requeue"),
+            WriteCmd::AddDebounce(..) => self.other.push("add_debounce"),
+            WriteCmd::Fire(..) => self.other.push("fire_group"),
+            WriteCmd::PruneDebounce(..) => self.other.push("prune_debounce"),
+            WriteCmd::RecordCard(..) => self.other.push("record_card"),
+            WriteCmd::SaveHookState(..) => self.other.push("save_hook_state"),
+            WriteCmd::Rejections(..) => self.other.push("rejections"),
+            WriteCmd::Close(..) => self.other.push("close"),
+            WriteCmd::Ping(..) => self.other.push("ping"),
+            WriteCmd::SavePollerCursor(..) => self.other.push("save_poller_cursor"),
+            WriteCmd::RuntimeHook(..) => self.other.push("runtime_hook"),
+        }
+    }
+}
+
+/// Bookkeeping executed per round of the writer, at most (see [`Writer::run`]); the
+/// command that crosses it still completes.
+const BOOKKEEPING_BUDGET: std::time::Duration = std::time::Duration::from_millis(8);
+
+impl WriteCmd {
+    /// Routing work: what a new event's deliveries wait for.
+    fn is_routing(&self) -> bool {
+        matches!(
+            self,
+            WriteCmd::CreateDeliveries(..)
+                | WriteCmd::MarkRouted(..)
+                | WriteCmd::AddDebounce(..)
+                | WriteCmd::Fire(..)
+        )
+    }
+
+    fn is_close(&self) -> bool {
+        matches!(self, WriteCmd::Close(_))
     }
 }
 
@@ -1113,42 +1269,75 @@ fn prune_events(
     rule: EventRetention,
 ) -> Result<PrunedBatch, StoreError> {
     // Prunable: routed, no pending delivery of its own, in no pending debounced group, and
-    // no debounce item of it waiting to fire.
+    // no debounce item of it waiting to fire. The groups are checked apart: the events of
+    // pending groups are read once per batch (groups are few), where a correlated
+    // subquery read every pending delivery's payload again for each candidate event.
     const PRUNABLE: &str = "NOT EXISTS (SELECT 1 FROM unrouted u WHERE u.seq = e.seq) \
         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
                         AND d.state = 'pending') \
-        AND NOT EXISTS (SELECT 1 FROM deliveries g, json_each(g.payload, '$.seqs') j \
-                        WHERE g.state = 'pending' AND g.payload IS NOT NULL \
-                        AND j.value = e.seq) \
         AND NOT EXISTS (SELECT 1 FROM debounce_items i WHERE i.event_seq = e.seq \
                         AND i.fired = 0)";
-    let batch = i64::try_from(rule.batch).unwrap_or(i64::MAX);
-    let mut seqs: Vec<(i64, String)> = tx
-        .prepare_cached(&format!(
-            "SELECT e.seq, e.id FROM events e WHERE e.seq > ?3 AND e.received_at < ?1 \
-             AND {PRUNABLE} ORDER BY e.seq LIMIT ?2"
-        ))?
-        .query_map(params![rule.older_than_ms, batch, rule.after_seq], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
+    let t0 = std::time::Instant::now();
+    // Through the groups' own index: the planner may otherwise walk every pending
+    // delivery (a dead target's backlog) to find the few groups among them.
+    let in_pending_group: HashSet<i64> = tx
+        .prepare_cached(
+            "SELECT j.value FROM deliveries g INDEXED BY deliveries_group, \
+             json_each(g.payload, '$.seqs') j \
+             WHERE g.payload IS NOT NULL AND g.state = 'pending'",
+        )?
+        .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    let batch = i64::try_from(rule.batch).unwrap_or(i64::MAX);
+    // The last event old enough, found through `events_received`: the scan below stops
+    // there. Without that bound it read every younger event's row (the whole table, when
+    // nothing is that old) to test its age, on every batch.
+    let old_upto: Option<i64> = tx
+        .prepare_cached(
+            "SELECT MAX(seq) FROM \
+             (SELECT seq FROM events INDEXED BY events_received WHERE received_at < ?1)",
+        )?
+        .query_row([rule.older_than_ms], |r| r.get(0))?;
+    let scanned: Vec<(i64, String)> = match old_upto {
+        Some(upto) if upto > rule.after_seq => tx
+            .prepare_cached(&format!(
+                "SELECT e.seq, e.id FROM events e WHERE e.seq > ?3 AND e.seq <= ?4 \
+                 AND e.received_at < ?1 AND {PRUNABLE} ORDER BY e.seq LIMIT ?2"
+            ))?
+            .query_map(
+                params![rule.older_than_ms, batch, rule.after_seq, upto],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    let mut more = scanned.len() >= rule.batch;
+    let mut last_seq = scanned.last().map_or(rule.after_seq, |(s, _)| *s);
+    let mut seqs: Vec<(i64, String)> = scanned
+        .into_iter()
+        .filter(|(s, _)| !in_pending_group.contains(s))
+        .collect();
     let left = batch - i64::try_from(seqs.len()).unwrap_or(0);
-    if left > 0 {
+    if left > 0 && !more {
         let count: i64 = tx.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
         let keep = i64::try_from(rule.keep_max).unwrap_or(i64::MAX);
         let over = count - i64::try_from(seqs.len()).unwrap_or(0) - keep;
         if over > 0 {
-            let after = seqs.last().map_or(rule.after_seq, |(s, _)| *s);
-            let more: Vec<(i64, String)> = tx
+            let want = over.min(left);
+            let extra: Vec<(i64, String)> = tx
                 .prepare_cached(&format!(
                     "SELECT e.seq, e.id FROM events e WHERE e.seq > ?1 AND {PRUNABLE} \
                      ORDER BY e.seq LIMIT ?2"
                 ))?
-                .query_map(params![after, over.min(left)], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?
+                .query_map(params![last_seq, want], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            seqs.extend(more);
+            more = i64::try_from(extra.len()).unwrap_or(0) >= want;
+            last_seq = extra.last().map_or(last_seq, |(s, _)| *s);
+            seqs.extend(
+                extra
+                    .into_iter()
+                    .filter(|(s, _)| !in_pending_group.contains(s)),
+            );
         }
     }
     // An attempt names the event of its delivery (a group's first event), so deleting by
@@ -1157,16 +1346,34 @@ fn prune_events(
     let mut deliveries = tx.prepare_cached("DELETE FROM deliveries WHERE event_seq = ?1")?;
     let mut items = tx.prepare_cached("DELETE FROM debounce_items WHERE event_seq = ?1")?;
     let mut events = tx.prepare_cached("DELETE FROM events WHERE seq = ?1")?;
+    let t1 = std::time::Instant::now();
     let mut n = 0u64;
+    let (mut t_attempts, mut t_deliveries, mut t_events) = Default::default();
     for (seq, id) in &seqs {
+        let t = std::time::Instant::now();
         attempts_by_event.execute([id])?;
+        let u = std::time::Instant::now();
+        t_attempts += u - t;
         deliveries.execute([seq])?;
         items.execute([seq])?;
+        let v = std::time::Instant::now();
+        t_deliveries += v - u;
         n += events.execute([seq])? as u64;
+        t_events += v.elapsed();
     }
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    tracing::debug!(
+        events = n,
+        select_ms = ms(t1 - t0),
+        attempts_ms = ms(t_attempts),
+        deliveries_ms = ms(t_deliveries),
+        events_ms = ms(t_events),
+        "event retention batch"
+    );
     Ok(PrunedBatch {
         events: n,
-        last_seq: seqs.last().map_or(rule.after_seq, |(s, _)| *s),
+        last_seq,
+        more,
     })
 }
 
@@ -2138,5 +2345,16 @@ impl Store for SqliteStore {
             }
         }
         .boxed()
+    }
+
+    /// One command, so one transaction: the pair is atomic, and a target's outcomes wait
+    /// for one commit instead of two.
+    fn record_outcomes(
+        &self,
+        updates: Vec<DeliveryUpdate>,
+        attempts: Vec<Attempt>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.send(|r| WriteCmd::Outcomes(updates, attempts, r))
+            .boxed()
     }
 }
