@@ -191,7 +191,19 @@ impl ChildServer {
         std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
         let log = std::fs::File::create(dir.join("relayarr-bench.log"))
             .map_err(|e| format!("log file: {e}"))?;
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_relayarr"))
+        // `RELAYARR_BENCH_WRAP="heaptrack -o /tmp/relayarr"` runs the server under a wrapper
+        // (a profiler), which gets the binary and its arguments.
+        let wrap = std::env::var("RELAYARR_BENCH_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut cmd = match wrap.next() {
+            Some(program) => {
+                let mut c = std::process::Command::new(program);
+                c.args(wrap).arg(env!("CARGO_BIN_EXE_relayarr"));
+                c
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_relayarr")),
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&path)
