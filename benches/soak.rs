@@ -76,6 +76,8 @@ const DB_TOLERANCE: f64 = 0.10;
 const FDS_TOLERANCE: f64 = 0.10;
 /// Fds jitter with the connections open at the moment; below this many, a rise is noise.
 const FDS_SLACK: f64 = 8.0;
+/// Blocking-pool threads come and go; below this many, a rise is noise.
+const THREADS_SLACK: f64 = 4.0;
 const ADMIN_TOKEN: &str = "soak-admin-token-0123456789";
 
 #[derive(Clone, Debug)]
@@ -234,6 +236,7 @@ fn run() -> Result<bool, String> {
             ingest_p99_ms: pct_ms(&mut window.ingest_us.clone(), 99.0),
             rss_mib: server.status_kib("VmRSS").unwrap_or(0) as f64 / 1024.0,
             fds: server.open_fds().unwrap_or(0),
+            threads: server.status_count("Threads").unwrap_or(0),
             db_mib: file_mib(&db),
             wal_mib: file_mib(&db.with_extension("db-wal")),
             queue_healthy: queues.map(|q| q.healthy),
@@ -815,6 +818,8 @@ struct Sample {
     ingest_p99_ms: Option<f64>,
     rss_mib: f64,
     fds: u64,
+    /// The server's OS threads (`Threads` in `/proc/PID/status`).
+    threads: u64,
     db_mib: f64,
     wal_mib: f64,
     queue_healthy: Option<u64>,
@@ -842,11 +847,11 @@ impl Sample {
     const CSV_HEADER: &'static str = "t_s,phase,sent,acked,late,errors,ingest_p99_ms,rss_mib,\
          fds,db_mib,wal_mib,queue_healthy,queue_flapping,healthy_lag_p50_ms,healthy_lag_p99_ms,\
          healthy_lag_max_ms,flapping_lag_p50_ms,flapping_lag_p99_ms,healthy_delivered,\
-         flapping_delivered,flapping_down,cpu_cores";
+         flapping_delivered,flapping_down,cpu_cores,threads";
 
     fn csv_row(&self) -> String {
         format!(
-            "{:.1},{},{},{},{},{},{},{:.2},{},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{},{:.3}",
+            "{:.1},{},{},{},{},{},{},{:.2},{},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{},{:.3},{}",
             self.t_s,
             match self.phase {
                 Phase::Load => "load",
@@ -872,13 +877,14 @@ impl Sample {
             self.flapping_delivered,
             u8::from(self.flapping_down),
             self.cpu_cores,
+            self.threads,
         )
     }
 
     fn progress_line(&self, secs: u64) -> String {
         format!(
             "soak: {:>6.0}/{secs} s {:5} sent {} acked {} late {} errors {} | ingest p99 {} ms \
-             | RSS {:.1} MiB, fds {}, db {:.1}+{:.1} MiB, CPU {:.2} | queue healthy {} \
+             | RSS {:.1} MiB, fds {}, threads {}, db {:.1}+{:.1} MiB, CPU {:.2} | queue healthy {} \
              flapping {}{} | lag healthy p50/p99 {}/{} ms, flapping p99 {} ms",
             self.t_s,
             match self.phase {
@@ -892,6 +898,7 @@ impl Sample {
             opt_ms(self.ingest_p99_ms),
             self.rss_mib,
             self.fds,
+            self.threads,
             self.db_mib,
             self.wal_mib,
             self.cpu_cores,
@@ -1345,6 +1352,13 @@ fn report(r: &Report<'_>) -> bool {
             tol: FDS_TOLERANCE,
             slack: FDS_SLACK,
             value: |s| s.fds as f64,
+        },
+        FlatCheck {
+            what: "threads",
+            unit: "",
+            tol: FDS_TOLERANCE,
+            slack: THREADS_SLACK,
+            value: |s| s.threads as f64,
         },
         FlatCheck {
             what: "database (db + wal)",

@@ -224,6 +224,18 @@ impl ChildServer {
         status_kib_of(&format!("/proc/{}/status", self.child.id()), key)
     }
 
+    /// A count line of the child's `/proc/PID/status` (`Threads`).
+    pub fn status_count(&self, key: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status.lines().find_map(|line| {
+            line.strip_prefix(key)?
+                .strip_prefix(':')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -264,7 +264,11 @@ enum WriteCmd {
 pub struct SqliteStore {
     path: PathBuf,
     tx: mpsc::Sender<WriteCmd>,
-    reader: Arc<Mutex<Connection>>,
+    /// The one read connection. Readers wait for it here, not in a blocking thread: with
+    /// a blocking thread per waiting read, a burst of reads (a dead target's retries each
+    /// load their event) made the runtime start hundreds of threads that all waited on it,
+    /// and each kept its stack and allocator cache (RSS grew by hundreds of MiB).
+    reader: Arc<tokio::sync::Mutex<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     raw_body_max: usize,
@@ -367,7 +371,7 @@ impl SqliteStore {
         Ok(Arc::new(SqliteStore {
             path,
             tx,
-            reader: Arc::new(Mutex::new(rconn)),
+            reader: Arc::new(tokio::sync::Mutex::new(rconn)),
             writer: Mutex::new(Some(writer)),
             stats,
             raw_body_max,
@@ -397,13 +401,10 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = Arc::clone(&self.reader);
-        tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        let conn = Arc::clone(&self.reader).lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&conn))
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     /// Appends and also returns the row's sequence number (None for a duplicate).
