@@ -1844,7 +1844,7 @@ impl DeliveryQueue for PostgresStore {
             } else {
                 crate::debounce::group_delivery_id(target, key, first)
             };
-            let row = NewDelivery {
+            let mut row = NewDelivery {
                 event_seq: first,
                 hook: target.clone(),
                 webhook_id,
@@ -1853,11 +1853,39 @@ impl DeliveryQueue for PostgresStore {
                     seqs,
                 }),
             };
-            let created =
+            // The items are marked fired in this transaction, so a delivery with this id is
+            // an earlier group with the same first event (its item was pruned and added
+            // again). Skipping the insert would fire these items with no delivery: take an
+            // id from the whole group instead, and never commit without a delivery.
+            let mut created =
                 insert_deliveries(&tx, std::slice::from_ref(&row), now_ms(), &self.instance)
                     .await?;
+            let taken = row.webhook_id.clone();
+            if created.is_empty() {
+                let seqs = row.group.as_ref().map_or(&[][..], |g| &g.seqs[..]);
+                row.webhook_id = crate::debounce::group_delivery_id_of_all(target, key, seqs);
+                tracing::warn!(
+                    target_name = %target,
+                    key = %key,
+                    first_seq = first,
+                    webhook_id = %taken,
+                    new_webhook_id = %row.webhook_id,
+                    "a debounce group's delivery id was taken by an earlier group with the same first event; using an id from all its events"
+                );
+                created =
+                    insert_deliveries(&tx, std::slice::from_ref(&row), now_ms(), &self.instance)
+                        .await?;
+            }
+            let Some(delivery) = created.into_iter().next() else {
+                // Dropping the transaction rolls the fired marks back.
+                return Err(StoreError::Backend(format!(
+                    "debounce group {key} of {target}: deliveries {taken} and {all} both exist \
+                     already; its items stay unfired",
+                    all = row.webhook_id
+                )));
+            };
             tx.commit().await.map_err(commit_failed)?;
-            Ok(Fired::Fired(created.into_iter().next()))
+            Ok(Fired::Fired(Some(delivery)))
         }
         .boxed()
     }
