@@ -940,6 +940,76 @@ async fn groups_of(store: &Arc<dyn Store>, id: &str) -> Vec<Group> {
         .collect()
 }
 
+/// Routing is at least once: after an event was routed and its fired item pruned, routing
+/// it again must not open a second group for it (it would be scanned twice, and a group of
+/// it and later events would take its first group's delivery id).
+async fn check_debounce_routed_again_after_prune(b: Backend) {
+    let (id1, s1) = append(&b.store, new_event("sonarr", "again-one")).await;
+    let (id2, s2) = append(&b.store, new_event("sonarr", "again-two")).await;
+    let item = |seq: i64| DebounceItem {
+        target: "plex:home".into(),
+        key: "folder:/tv/Again".into(),
+        event_seq: seq,
+        received_at_ms: 1_000,
+        quiet_ms: 0,
+        max_wait_ms: 0,
+    };
+    let group = |seqs: Vec<i64>| FireGroup {
+        target: "plex:home".into(),
+        webhook_id: relayarr::actors::debounce::group_delivery_id(
+            "plex:home",
+            "folder:/tv/Again",
+            seqs[0],
+        ),
+        group: Group {
+            key: "folder:/tv/Again".into(),
+            seqs,
+        },
+    };
+    b.store
+        .add_debounce_items(vec![item(s1)])
+        .await
+        .expect("add");
+    fired_delivery(b.store.fire_group(group(vec![s1])).await.expect("fire")).expect("fired");
+    b.store.mark_routed(vec![s1]).await.expect("routed");
+    assert_eq!(b.store.prune_debounce().await.expect("prune"), 1);
+
+    // The event is routed again (a sweep, a takeover), with the next event of its folder.
+    let added = b
+        .store
+        .add_debounce_items(vec![item(s1), item(s2)])
+        .await
+        .expect("add again");
+    assert_eq!(added, vec![item(s2)], "a routed event gets no item again");
+    assert_eq!(
+        b.store.pending_debounce_items().await.expect("pending"),
+        vec![item(s2)]
+    );
+    // The debouncer's group holds both (it adds every item it is given); the fire takes the
+    // unfired one.
+    let second = fired_delivery(b.store.fire_group(group(vec![s1, s2])).await.expect("fire"))
+        .expect("the second group fired");
+    assert_eq!(
+        second.group.as_ref().map(|g| g.seqs.clone()),
+        Some(vec![s2])
+    );
+    assert_eq!(
+        groups_of(&b.store, &id1).await.len(),
+        1,
+        "{id1} in one group"
+    );
+    assert_eq!(
+        groups_of(&b.store, &id2).await.len(),
+        1,
+        "{id2} in one group"
+    );
+}
+on_both!(
+    check_debounce_routed_again_after_prune,
+    store_debounce_routed_again_after_prune_sqlite,
+    store_debounce_routed_again_after_prune_postgres
+);
+
 /// A group whose delivery id is taken already (an earlier group of the same key with the
 /// same first event) still becomes a delivery, under an id from all its events; it never
 /// fires its items with no delivery. If that id is taken too, nothing fires.
@@ -1658,7 +1728,7 @@ async fn check_event_retention_keeps_pending_work(b: Backend) {
                 delivery(pending, "h"),
                 delivery(young, "h"),
             ],
-            vec![done, failed, pending, waiting, g1, g2, young],
+            vec![done, failed, pending, young],
         )
         .await
         .expect("create deliveries");
@@ -1712,6 +1782,8 @@ async fn check_event_retention_keeps_pending_work(b: Backend) {
     ])
     .await
     .expect("debounce items");
+    // As the router does: an event with debounce items is routed once they are stored.
+    s.mark_routed(vec![waiting, g1, g2]).await.expect("routed");
     let group = fired_delivery(
         s.fire_group(FireGroup {
             target: "plex:home".into(),

@@ -1700,6 +1700,30 @@ impl DeliveryQueue for PostgresStore {
             }
             let (_open, mut conn) = self.writing().await?;
             let tx = conn.transaction().await.map_err(backend)?;
+            // Only events still unrouted get items. Routing is at least once (a sweep, a
+            // takeover and the normal path can route one event twice), and once an event
+            // is routed its fired items may be pruned: re-adding one then would put the
+            // event in a second group. The lock keeps the events unrouted (`mark_routed`
+            // waits) until these items are committed, so no prune can come in between.
+            let all_seqs: Vec<i64> = items.iter().map(|i| i.event_seq).collect();
+            let unrouted: HashSet<i64> = tx
+                .query(
+                    "SELECT seq FROM unrouted WHERE seq = ANY($1) ORDER BY seq FOR KEY SHARE",
+                    &[&all_seqs],
+                )
+                .await
+                .map_err(commit_failed)?
+                .iter()
+                .map(|r| col(r, 0))
+                .collect::<Result<_, _>>()?;
+            let items: Vec<DebounceItem> = items
+                .into_iter()
+                .filter(|i| unrouted.contains(&i.event_seq))
+                .collect();
+            if items.is_empty() {
+                tx.commit().await.map_err(commit_failed)?;
+                return Ok(Vec::new());
+            }
             // Each key is held by one instance, which alone fires it: the first to add an
             // item to it, or this one if the holder's lease lapsed.
             let claim = tx

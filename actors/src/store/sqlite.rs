@@ -1286,9 +1286,13 @@ fn add_debounce(
     tx: &rusqlite::Transaction<'_>,
     items: Vec<DebounceItem>,
 ) -> Result<Vec<DebounceItem>, StoreError> {
+    // Only events still unrouted get items. Routing is at least once (the sweep and the
+    // normal path can route one event twice), and once an event is routed its fired items
+    // may be pruned: re-adding one then would put the event in a second group.
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO debounce_items (target, key, event_seq, received_at, quiet_ms, \
-         max_wait_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         max_wait_ms) SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+         WHERE EXISTS (SELECT 1 FROM unrouted WHERE seq = ?3)",
     )?;
     let mut added = Vec::with_capacity(items.len());
     for it in items {
