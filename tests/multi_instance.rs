@@ -857,3 +857,135 @@ async fn two_instances_one_database_survive_a_sigkill() {
     child_b.start_kill().expect("kill B");
     child_b.wait().await.expect("wait for B");
 }
+
+/// An instance that takes a key over by routing again an event whose item is stored already
+/// (the holder died after adding it, before marking the event routed) fires that key: it
+/// holds the key now, so nobody else will, and `adopt` only hands over keys held by others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debouncer_fires_a_key_it_took_over_by_adding_a_stored_item() {
+    use relayarr::actors::debounce::actor::{DebouncerActor, DebouncerArgs, DebouncerMsg};
+    use relayarr::actors::model::{EventKind, FileRef, NormalizedEvent, SourceKind};
+    use relayarr::actors::store::{DebounceItem, NewEvent};
+
+    let Some(admin) = postgres_admin_url() else {
+        eprintln!("skipped: RELAYARR_TEST_POSTGRES is not set (a PostgreSQL server URL)");
+        return;
+    };
+    let db = create_database(&admin).await;
+    let pg = connect(&db).await;
+    let open = || async {
+        relayarr::actors::store::open(
+            &StoreConfig {
+                url: Some(db.clone()),
+                lease: LEASE,
+                ..StoreConfig::default()
+            },
+            Path::new("/nonexistent/unused.db"),
+        )
+        .await
+        .expect("open the shared store")
+    };
+    let (a, b) = (open().await, open().await);
+
+    // A stores an event and its debounce item (so A holds the key), then dies before
+    // marking the event routed.
+    let key = "folder:/tv/Taken Over/Season 01";
+    let mut event =
+        NormalizedEvent::new(SourceKind::Sonarr, "sonarr", EventKind::Import, "Download");
+    event.files = vec![FileRef {
+        path: "/tv/Taken Over/Season 01/e01.mkv".into(),
+        ..FileRef::default()
+    }];
+    let (appended, seq) = a
+        .append(NewEvent {
+            normalized_json: serde_json::to_string(&event).expect("event JSON"),
+            event,
+            raw: "{}".into(),
+            content_type: Some("application/json".into()),
+            dedup_key: [7; 32],
+            received_at_ms: now_ms(),
+        })
+        .await
+        .expect("append");
+    let seq = seq.expect("a new event");
+    let item = DebounceItem {
+        target: PLEX.into(),
+        key: key.into(),
+        event_seq: seq,
+        received_at_ms: now_ms(),
+        quiet_ms: 100,
+        max_wait_ms: 1_000,
+    };
+    assert_eq!(
+        a.add_debounce_items(vec![item.clone()])
+            .await
+            .expect("A adds"),
+        vec![item.clone()]
+    );
+
+    // B's debouncer starts while A is alive: nothing of A's to take over.
+    let (debouncer, handle) = ractor::Actor::spawn(
+        None,
+        DebouncerActor,
+        DebouncerArgs {
+            store: Arc::clone(&b),
+            targets: relayarr::actors::system::TargetRegistry::new(Vec::new()),
+            metrics: relayarr::actors::metrics::Metrics::new("test"),
+        },
+    )
+    .await
+    .expect("start B's debouncer");
+    // Its first look for lapsed keys (a tick at start) is done; the next is a second away.
+    debouncer
+        .call(DebouncerMsg::Stats, None)
+        .await
+        .expect("stats");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A goes (its claims free at once); B's router routes the event again right away,
+    // before B's debouncer looks for lapsed keys.
+    a.leave().await.expect("A leaves");
+    let added = debouncer
+        .call(|r| DebouncerMsg::Add(vec![item.clone()], r), None)
+        .await
+        .expect("call")
+        .success_or("no answer")
+        .expect("answer")
+        .expect("B adds");
+    assert_eq!(added, 0, "the item was stored already");
+    let owner: String = pg
+        .query_one(
+            "SELECT owner FROM debounce_keys WHERE target = $1 AND key = $2",
+            &[&PLEX, &key],
+        )
+        .await
+        .expect("key row")
+        .get(0);
+    assert_eq!(owner, b.instance_id(), "B took the key over by adding");
+
+    // B fires it: the event ends up in one group delivery.
+    eventually(Duration::from_secs(10), || async {
+        count(
+            &pg,
+            "SELECT COUNT(*) FROM deliveries WHERE hook = $1 AND group_seqs @> ARRAY[$2::bigint]",
+            &[&PLEX, &seq],
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT COUNT(*) FROM debounce_items WHERE NOT fired",
+            &[]
+        )
+        .await,
+        0,
+        "event {}: every item fired",
+        appended.id
+    );
+    debouncer.stop(None);
+    handle.await.expect("debouncer stopped");
+    a.close().await.expect("close A");
+    b.close().await.expect("close B");
+}
