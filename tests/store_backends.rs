@@ -926,6 +926,191 @@ on_both!(
     store_debounce_postgres
 );
 
+/// The Plex groups whose deliveries list event `id`.
+async fn groups_of(store: &Arc<dyn Store>, id: &str) -> Vec<Group> {
+    store
+        .event_deliveries(id)
+        .await
+        .expect("explain")
+        .expect("event")
+        .deliveries
+        .into_iter()
+        .filter(|d| d.target == "plex:home")
+        .map(|d| d.group.expect("a group delivery"))
+        .collect()
+}
+
+/// Routing is at least once: after an event was routed and its fired item pruned, routing
+/// it again must not open a second group for it (it would be scanned twice, and a group of
+/// it and later events would take its first group's delivery id).
+async fn check_debounce_routed_again_after_prune(b: Backend) {
+    let (id1, s1) = append(&b.store, new_event("sonarr", "again-one")).await;
+    let (id2, s2) = append(&b.store, new_event("sonarr", "again-two")).await;
+    let item = |seq: i64| DebounceItem {
+        target: "plex:home".into(),
+        key: "folder:/tv/Again".into(),
+        event_seq: seq,
+        received_at_ms: 1_000,
+        quiet_ms: 0,
+        max_wait_ms: 0,
+    };
+    let group = |seqs: Vec<i64>| FireGroup {
+        target: "plex:home".into(),
+        webhook_id: relayarr::actors::debounce::group_delivery_id(
+            "plex:home",
+            "folder:/tv/Again",
+            seqs[0],
+        ),
+        group: Group {
+            key: "folder:/tv/Again".into(),
+            seqs,
+        },
+    };
+    b.store
+        .add_debounce_items(vec![item(s1)])
+        .await
+        .expect("add");
+    fired_delivery(b.store.fire_group(group(vec![s1])).await.expect("fire")).expect("fired");
+    b.store.mark_routed(vec![s1]).await.expect("routed");
+    assert_eq!(b.store.prune_debounce().await.expect("prune"), 1);
+
+    // The event is routed again (a sweep, a takeover), with the next event of its folder.
+    let added = b
+        .store
+        .add_debounce_items(vec![item(s1), item(s2)])
+        .await
+        .expect("add again");
+    assert_eq!(added, vec![item(s2)], "a routed event gets no item again");
+    assert_eq!(
+        b.store.pending_debounce_items().await.expect("pending"),
+        vec![item(s2)]
+    );
+    // The debouncer's group holds both (it adds every item it is given); the fire takes the
+    // unfired one.
+    let second = fired_delivery(b.store.fire_group(group(vec![s1, s2])).await.expect("fire"))
+        .expect("the second group fired");
+    assert_eq!(
+        second.group.as_ref().map(|g| g.seqs.clone()),
+        Some(vec![s2])
+    );
+    assert_eq!(
+        groups_of(&b.store, &id1).await.len(),
+        1,
+        "{id1} in one group"
+    );
+    assert_eq!(
+        groups_of(&b.store, &id2).await.len(),
+        1,
+        "{id2} in one group"
+    );
+}
+on_both!(
+    check_debounce_routed_again_after_prune,
+    store_debounce_routed_again_after_prune_sqlite,
+    store_debounce_routed_again_after_prune_postgres
+);
+
+/// A group whose delivery id is taken already (an earlier group of the same key with the
+/// same first event) still becomes a delivery, under an id from all its events; it never
+/// fires its items with no delivery. If that id is taken too, nothing fires.
+async fn check_debounce_group_id_taken(b: Backend) {
+    let key = "folder:/tv/Taken";
+    let (_, s1) = append(&b.store, new_event("sonarr", "taken-one")).await;
+    let (id2, s2) = append(&b.store, new_event("sonarr", "taken-two")).await;
+    let (id3, s3) = append(&b.store, new_event("sonarr", "taken-three")).await;
+    let (_, s4) = append(&b.store, new_event("sonarr", "taken-four")).await;
+    let item = |seq: i64| DebounceItem {
+        target: "plex:home".into(),
+        key: key.into(),
+        event_seq: seq,
+        received_at_ms: 1_000,
+        quiet_ms: 0,
+        max_wait_ms: 0,
+    };
+    let fire = |webhook_id: &str, seqs: Vec<i64>| FireGroup {
+        target: "plex:home".into(),
+        webhook_id: webhook_id.into(),
+        group: Group {
+            key: key.into(),
+            seqs,
+        },
+    };
+    b.store
+        .add_debounce_items(vec![item(s1)])
+        .await
+        .expect("add");
+    let first = fired_delivery(
+        b.store
+            .fire_group(fire("grp_same", vec![s1]))
+            .await
+            .expect("fire"),
+    )
+    .expect("fired");
+    assert_eq!(first.webhook_id, "grp_same");
+
+    b.store
+        .add_debounce_items(vec![item(s2), item(s3)])
+        .await
+        .expect("add");
+    let second = fired_delivery(
+        b.store
+            .fire_group(fire("grp_same", vec![s2, s3]))
+            .await
+            .expect("fire a group whose id is taken"),
+    )
+    .expect("a group whose id is taken still gets a delivery");
+    let all = relayarr::actors::debounce::group_delivery_id_of_all("plex:home", key, &[s2, s3]);
+    assert_eq!(second.webhook_id, all);
+    assert_eq!(
+        second.group.as_ref().map(|g| g.seqs.clone()),
+        Some(vec![s2, s3])
+    );
+    for id in [&id2, &id3] {
+        assert_eq!(groups_of(&b.store, id).await.len(), 1, "{id} in one group");
+    }
+    assert!(b
+        .store
+        .pending_debounce_items()
+        .await
+        .expect("pending")
+        .is_empty());
+
+    // Both ids taken: an error, and the item stays unfired for the next try.
+    b.store
+        .add_debounce_items(vec![item(s4)])
+        .await
+        .expect("add");
+    let taken = relayarr::actors::debounce::group_delivery_id_of_all("plex:home", key, &[s4]);
+    b.store
+        .create_deliveries(
+            vec![NewDelivery {
+                event_seq: s4,
+                hook: "plex:home".into(),
+                webhook_id: taken,
+                group: None,
+            }],
+            vec![],
+        )
+        .await
+        .expect("a delivery under the fallback id");
+    let err = b
+        .store
+        .fire_group(fire("grp_same", vec![s4]))
+        .await
+        .expect_err("no id left: the fire fails");
+    assert!(err.to_string().contains("stay unfired"), "{err}");
+    assert_eq!(
+        b.store.pending_debounce_items().await.expect("pending"),
+        vec![item(s4)],
+        "nothing fired without its delivery"
+    );
+}
+on_both!(
+    check_debounce_group_id_taken,
+    store_debounce_group_id_taken_sqlite,
+    store_debounce_group_id_taken_postgres
+);
+
 // ---------------------------------------------------------------------------------------
 // History
 
@@ -1543,7 +1728,7 @@ async fn check_event_retention_keeps_pending_work(b: Backend) {
                 delivery(pending, "h"),
                 delivery(young, "h"),
             ],
-            vec![done, failed, pending, waiting, g1, g2, young],
+            vec![done, failed, pending, young],
         )
         .await
         .expect("create deliveries");
@@ -1597,6 +1782,8 @@ async fn check_event_retention_keeps_pending_work(b: Backend) {
     ])
     .await
     .expect("debounce items");
+    // As the router does: an event with debounce items is routed once they are stored.
+    s.mark_routed(vec![waiting, g1, g2]).await.expect("routed");
     let group = fired_delivery(
         s.fire_group(FireGroup {
             target: "plex:home".into(),

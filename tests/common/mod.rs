@@ -458,6 +458,28 @@ pub fn split_raw(raw: &[u8]) -> (&[u8], &[u8]) {
 
 /// Starts `relayarr run` on 127.0.0.1:0 and returns it with the address it logged.
 pub async fn spawn_binary(config: &Path) -> (Child, SocketAddr) {
+    spawn_binary_logging(config, None).await
+}
+
+/// [`spawn_binary`], also appending the child's log (stdout) to `log`, so a failing test can
+/// point at what the process did.
+pub async fn spawn_binary_logging(config: &Path, log: Option<&Path>) -> (Child, SocketAddr) {
+    let mut log = log.map(|p| {
+        std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .unwrap_or_else(|e| panic!("open log {}: {e}", p.display())),
+        )
+    });
+    let mut keep = move |line: &str| {
+        if let Some(w) = log.as_mut() {
+            use std::io::Write;
+            let _ = writeln!(w, "{line}");
+            let _ = w.flush();
+        }
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_relayarr"))
         .args(["run", "--config"])
         .arg(config)
@@ -471,6 +493,7 @@ pub async fn spawn_binary(config: &Path) -> (Child, SocketAddr) {
     let mut lines = BufReader::new(stdout).lines();
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.expect("read log") {
+            keep(&line);
             if let Some(rest) = line.split("relayarr listening addr=").nth(1) {
                 let addr = rest.split_whitespace().next().expect("addr");
                 return addr.parse().expect("socket addr");
@@ -481,6 +504,10 @@ pub async fn spawn_binary(config: &Path) -> (Child, SocketAddr) {
     .await
     .expect("relayarr did not start in time");
     // Keep draining the log so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep(&line);
+        }
+    });
     (child, addr)
 }

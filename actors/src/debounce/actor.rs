@@ -2,6 +2,7 @@
 //! (and waits for them to be stored); a timer fires the groups that are due, each as one
 //! delivery handed to its target's worker.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,7 +132,10 @@ impl DebouncerActor {
                 let local_at = st.now() + (at - now_ms()).max(0);
                 st.groups.restore(due, local_at);
             }
-            Ok(Fired::Fired(created)) => {
+            Ok(Fired::Fired(None)) => {
+                tracing::debug!(target_name = %due.target, key = %due.key, "debounce group fired already (elsewhere, or before a retry); nothing left to fire");
+            }
+            Ok(Fired::Fired(Some(delivery))) => {
                 st.stats.fired += 1;
                 st.args.metrics.groups_fired.inc(&[&due.target]);
                 tracing::info!(
@@ -141,7 +145,6 @@ impl DebouncerActor {
                     waited_ms = st.now() - due.first_at,
                     "debounce group fired"
                 );
-                let Some(delivery) = created else { return };
                 let actor = st.args.targets.actor_of(&due.target);
                 // A worker that is restarting loads the row from the store itself.
                 if let Some(w) = actor.and_then(ActorRef::<WorkerMsg>::where_is) {
@@ -213,7 +216,7 @@ impl Actor for DebouncerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             DebouncerMsg::Add(items, reply) => {
-                match st.args.store.add_debounce_items(items).await {
+                match st.args.store.add_debounce_items(items.clone()).await {
                     Ok(added) => {
                         for it in &added {
                             st.stats.debounced += 1;
@@ -221,6 +224,26 @@ impl Actor for DebouncerActor {
                             if st.groups.add(it) {
                                 st.stats.coalesced += 1;
                                 st.args.metrics.coalesced.inc(&[&it.target]);
+                            }
+                        }
+                        // Items stored already (the event was routed twice) open their
+                        // group too, uncounted, if it is not open here: adding them may have
+                        // claimed their key for this instance (its holder's lease lapsed), and
+                        // only the holder fires a key, from its own groups. They open it as
+                        // if they arrived now, so an old event routed again does not fire
+                        // its key early; a fire reads the key's unfired items from the store.
+                        let new: HashSet<(&str, &str, i64)> = added
+                            .iter()
+                            .map(|i| (i.target.as_str(), i.key.as_str(), i.event_seq))
+                            .collect();
+                        let now = st.now();
+                        for it in &items {
+                            let stored = (it.target.as_str(), it.key.as_str(), it.event_seq);
+                            if !new.contains(&stored) && !st.groups.contains(&it.target, &it.key) {
+                                st.groups.add(&DebounceItem {
+                                    received_at_ms: it.received_at_ms.max(now),
+                                    ..it.clone()
+                                });
                             }
                         }
                         let _ = reply.send(Ok(added.len()));

@@ -86,6 +86,12 @@ impl Coalescer {
         }
     }
 
+    /// True when the group of `target` and `key` is open.
+    pub fn contains(&self, target: &str, key: &str) -> bool {
+        self.groups
+            .contains_key(&(target.to_owned(), key.to_owned()))
+    }
+
     /// The earliest time a group is due.
     pub fn next_due(&self) -> Option<i64> {
         self.groups.values().map(|g| g.due_at).min()

@@ -192,6 +192,23 @@ pub fn group_delivery_id(target: &str, key: &str, first_seq: i64) -> String {
     format!("grp_{}", hex::encode(&h.finalize()[..12]))
 }
 
+/// Id of a group's delivery from every event in it: used when [`group_delivery_id`] is
+/// taken by an earlier group with the same first event, which can only happen when that
+/// event was added again after its fired item was pruned.
+pub fn group_delivery_id_of_all(target: &str, key: &str, seqs: &[i64]) -> String {
+    let mut h = Sha256::new();
+    // Never the same input as `group_delivery_id`, even for a group of one.
+    h.update(b"all\0");
+    h.update(target.as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    for s in seqs {
+        h.update([0]);
+        h.update(s.to_be_bytes());
+    }
+    format!("grp_{}", hex::encode(&h.finalize()[..12]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +319,20 @@ mod tests {
         assert_ne!(a, group_delivery_id("plex:home", "folder:/a", 2));
         assert_ne!(a, group_delivery_id("plex:home", "folder:/b", 1));
         assert!(a.starts_with("grp_"));
+        let all = group_delivery_id_of_all("plex:home", "folder:/a", &[1, 2]);
+        assert_eq!(
+            all,
+            group_delivery_id_of_all("plex:home", "folder:/a", &[1, 2])
+        );
+        assert_ne!(all, a, "a fallback id differs from the first event's");
+        assert_ne!(
+            group_delivery_id_of_all("plex:home", "folder:/a", &[1]),
+            a,
+            "even for a group of one"
+        );
+        assert_ne!(
+            all,
+            group_delivery_id_of_all("plex:home", "folder:/a", &[1, 3])
+        );
     }
 }

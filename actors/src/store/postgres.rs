@@ -1705,6 +1705,30 @@ impl DeliveryQueue for PostgresStore {
             }
             let (_open, mut conn) = self.writing().await?;
             let tx = conn.transaction().await.map_err(backend)?;
+            // Only events still unrouted get items. Routing is at least once (a sweep, a
+            // takeover and the normal path can route one event twice), and once an event
+            // is routed its fired items may be pruned: re-adding one then would put the
+            // event in a second group. The lock keeps the events unrouted (`mark_routed`
+            // waits) until these items are committed, so no prune can come in between.
+            let all_seqs: Vec<i64> = items.iter().map(|i| i.event_seq).collect();
+            let unrouted: HashSet<i64> = tx
+                .query(
+                    "SELECT seq FROM unrouted WHERE seq = ANY($1) ORDER BY seq FOR KEY SHARE",
+                    &[&all_seqs],
+                )
+                .await
+                .map_err(commit_failed)?
+                .iter()
+                .map(|r| col(r, 0))
+                .collect::<Result<_, _>>()?;
+            let items: Vec<DebounceItem> = items
+                .into_iter()
+                .filter(|i| unrouted.contains(&i.event_seq))
+                .collect();
+            if items.is_empty() {
+                tx.commit().await.map_err(commit_failed)?;
+                return Ok(Vec::new());
+            }
             // Each key is held by one instance, which alone fires it: the first to add an
             // item to it, or this one if the holder's lease lapsed.
             let claim = tx
@@ -1849,7 +1873,7 @@ impl DeliveryQueue for PostgresStore {
             } else {
                 crate::debounce::group_delivery_id(target, key, first)
             };
-            let row = NewDelivery {
+            let mut row = NewDelivery {
                 event_seq: first,
                 hook: target.clone(),
                 webhook_id,
@@ -1858,11 +1882,39 @@ impl DeliveryQueue for PostgresStore {
                     seqs,
                 }),
             };
-            let created =
+            // The items are marked fired in this transaction, so a delivery with this id is
+            // an earlier group with the same first event (its item was pruned and added
+            // again). Skipping the insert would fire these items with no delivery: take an
+            // id from the whole group instead, and never commit without a delivery.
+            let mut created =
                 insert_deliveries(&tx, std::slice::from_ref(&row), now_ms(), &self.instance)
                     .await?;
+            let taken = row.webhook_id.clone();
+            if created.is_empty() {
+                let seqs = row.group.as_ref().map_or(&[][..], |g| &g.seqs[..]);
+                row.webhook_id = crate::debounce::group_delivery_id_of_all(target, key, seqs);
+                tracing::warn!(
+                    target_name = %target,
+                    key = %key,
+                    first_seq = first,
+                    webhook_id = %taken,
+                    new_webhook_id = %row.webhook_id,
+                    "a debounce group's delivery id was taken by an earlier group with the same first event; using an id from all its events"
+                );
+                created =
+                    insert_deliveries(&tx, std::slice::from_ref(&row), now_ms(), &self.instance)
+                        .await?;
+            }
+            let Some(delivery) = created.into_iter().next() else {
+                // Dropping the transaction rolls the fired marks back.
+                return Err(StoreError::Backend(format!(
+                    "debounce group {key} of {target}: deliveries {taken} and {all} both exist \
+                     already; its items stay unfired",
+                    all = row.webhook_id
+                )));
+            };
             tx.commit().await.map_err(commit_failed)?;
-            Ok(Fired::Fired(created.into_iter().next()))
+            Ok(Fired::Fired(Some(delivery)))
         }
         .boxed()
     }

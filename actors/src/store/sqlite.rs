@@ -1494,9 +1494,13 @@ fn add_debounce(
     tx: &rusqlite::Transaction<'_>,
     items: Vec<DebounceItem>,
 ) -> Result<Vec<DebounceItem>, StoreError> {
+    // Only events still unrouted get items. Routing is at least once (the sweep and the
+    // normal path can route one event twice), and once an event is routed its fired items
+    // may be pruned: re-adding one then would put the event in a second group.
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO debounce_items (target, key, event_seq, received_at, quiet_ms, \
-         max_wait_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         max_wait_ms) SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+         WHERE EXISTS (SELECT 1 FROM unrouted WHERE seq = ?3)",
     )?;
     let mut added = Vec::with_capacity(items.len());
     for it in items {
@@ -1515,29 +1519,83 @@ fn add_debounce(
     Ok(added)
 }
 
+/// Fires the group's items that are still unfired, as one delivery. Nothing is written
+/// unless the delivery is created: items are never marked fired without it.
 fn fire_group(
     tx: &rusqlite::Transaction<'_>,
     fire: &FireGroup,
     now: i64,
 ) -> Result<Option<Delivery>, StoreError> {
-    let first = fire.group.seqs.first().copied().ok_or_else(|| {
-        StoreError::Backend(format!("debounce group {} has no events", fire.group.key))
-    })?;
+    let (target, key) = (&fire.target, &fire.group.key);
+    let mut unfired = tx.prepare_cached(
+        "SELECT 1 FROM debounce_items \
+         WHERE target = ?1 AND key = ?2 AND event_seq = ?3 AND fired = 0",
+    )?;
+    let mut seqs = Vec::with_capacity(fire.group.seqs.len());
+    for &seq in &fire.group.seqs {
+        if unfired
+            .query_row(params![target, key, seq], |_| Ok(()))
+            .optional()?
+            .is_some()
+        {
+            seqs.push(seq);
+        }
+    }
+    // Fired already (a retry after a failed answer): nothing is waiting.
+    let Some(&first) = seqs.first() else {
+        return Ok(None);
+    };
+    let mut webhook_id = if fire.group.seqs.first() == Some(&first) {
+        fire.webhook_id.clone()
+    } else {
+        crate::debounce::group_delivery_id(target, key, first)
+    };
+    let mut exists =
+        tx.prepare_cached("SELECT 1 FROM deliveries WHERE hook = ?1 AND webhook_id = ?2")?;
+    let mut taken = |id: &str| -> Result<bool, StoreError> {
+        Ok(exists
+            .query_row(params![target, id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    };
+    if taken(&webhook_id)? {
+        // An earlier group with the same first event (its item was pruned and added
+        // again): an id from the whole group, or no fire at all.
+        let all = crate::debounce::group_delivery_id_of_all(target, key, &seqs);
+        tracing::warn!(
+            target_name = %target,
+            key = %key,
+            first_seq = first,
+            webhook_id = %webhook_id,
+            new_webhook_id = %all,
+            "a debounce group's delivery id was taken by an earlier group with the same first event; using an id from all its events"
+        );
+        if taken(&all)? {
+            return Err(StoreError::Backend(format!(
+                "debounce group {key} of {target}: deliveries {webhook_id} and {all} both \
+                 exist already; its items stay unfired"
+            )));
+        }
+        webhook_id = all;
+    }
     let mut mark = tx.prepare_cached(
         "UPDATE debounce_items SET fired = 1 WHERE target = ?1 AND key = ?2 AND event_seq = ?3",
     )?;
-    for seq in &fire.group.seqs {
-        mark.execute(params![fire.target, fire.group.key, seq])?;
+    for seq in &seqs {
+        mark.execute(params![target, key, seq])?;
     }
     let row = NewDelivery {
         event_seq: first,
-        hook: fire.target.clone(),
-        webhook_id: fire.webhook_id.clone(),
-        group: Some(fire.group.clone()),
+        hook: target.clone(),
+        webhook_id,
+        group: Some(Group {
+            key: key.clone(),
+            seqs,
+        }),
     };
-    Ok(create_deliveries(tx, std::slice::from_ref(&row), now)?
-        .into_iter()
-        .next())
+    let created = create_deliveries(tx, std::slice::from_ref(&row), now)?;
+    // Checked above, in this transaction on the one writer: the insert cannot be skipped.
+    Ok(created.into_iter().next())
 }
 
 fn record_card(
