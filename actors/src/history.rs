@@ -103,8 +103,9 @@ const BUFFER_MAX: usize = 20_000;
 /// Events deleted per transaction. With SQLite one writer serves ingest too, and a batch
 /// of small events deletes in a few milliseconds, so a webhook waits at most that long.
 const PRUNE_BATCH: usize = 200;
-/// Pages (4 KiB) given back per compaction step: about 8 MiB, a few milliseconds.
-const COMPACT_PAGES: u64 = 2048;
+/// Pages (4 KiB) given back per compaction step: 2 MiB. Moving pages rewrites them and
+/// their parents: in the soak an 8 MiB step held the writer for 50-90 ms.
+const COMPACT_PAGES: u64 = 512;
 /// The writer is left to ingest for at least this long between two batches...
 const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 /// ...and for this many times as long as the last batch took, so that retention takes at
@@ -248,10 +249,13 @@ impl Actor for HistoryActor {
                 }
             }
             HistoryMsg::Compact(mut run) => {
+                let began = std::time::Instant::now();
                 match st.store.compact(COMPACT_PAGES).await {
                     Ok(c) if c.pages_left > 0 && c.pages_freed > 0 => {
                         run.pages += c.pages_freed;
-                        me.send_after(PRUNE_PAUSE, move || HistoryMsg::Compact(run));
+                        // Moving pages is write-heavy: the same share of the writer as pruning.
+                        let pause = prune_pause(began.elapsed());
+                        me.send_after(pause, move || HistoryMsg::Compact(run));
                         return Ok(());
                     }
                     Ok(c) => {

@@ -1332,7 +1332,9 @@ fn prune_events(
                 ))?
                 .query_map(params![last_seq, want], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            more = i64::try_from(extra.len()).unwrap_or(0) >= want;
+            // Caught up with the count (new events keep arriving): the run ends here
+            // rather than chasing ingest a few events per batch.
+            more = over > left && i64::try_from(extra.len()).unwrap_or(0) >= want;
             last_seq = extra.last().map_or(last_seq, |(s, _)| *s);
             seqs.extend(
                 extra
