@@ -18,9 +18,9 @@ use futures_util::FutureExt;
 use relayarr::actors::model::{Episode, EventKind, FileRef, Media, NormalizedEvent, SourceKind};
 use relayarr::actors::store::prelude::*;
 use relayarr::actors::store::{
-    self, now_ms, AppliedCard, Attempt, DebounceItem, Delivery, DeliveryState, DeliveryUpdate,
-    EventFilter, FireGroup, Fired, Group, HookOverrides, NewDelivery, NewEvent, Rejection,
-    ReplayScope, StoreConfig, StoreError,
+    self, now_ms, AppliedCard, Attempt, AttemptRetention, DebounceItem, Delivery, DeliveryState,
+    DeliveryUpdate, EventFilter, FireGroup, Fired, Group, HookOverrides, NewDelivery, NewEvent,
+    PrunedAttempts, Rejection, ReplayScope, StoreConfig, StoreError,
 };
 use sha2::{Digest, Sha256};
 
@@ -1178,10 +1178,27 @@ async fn check_attempts(b: Backend) {
         .expect("explain")
         .is_none());
 
-    // Older than t0+3: attempts 1 and 2. Then keep only the newest one.
-    assert_eq!(b.store.prune_attempts(t0 + 3, 100).await.expect("prune"), 2);
-    assert_eq!(b.store.attempts_for_event(&id1).await.expect("a").len(), 3);
-    assert_eq!(b.store.prune_attempts(0, 1).await.expect("prune"), 2);
+    // In batches of 2, oldest first. Older than t0+4: attempts 1 and 2, then 3.
+    let rule = |older_than_ms, keep_max, batch| AttemptRetention {
+        older_than_ms,
+        keep_max,
+        batch,
+    };
+    let pruned = |rows, more| PrunedAttempts { rows, more };
+    let prune = |r| b.store.prune_attempts(r);
+    assert_eq!(
+        prune(rule(t0 + 4, 100, 2)).await.expect("prune"),
+        pruned(2, true)
+    );
+    let left = b.store.attempts_for_event(&id1).await.expect("a");
+    assert_eq!(left, all[2..].to_vec(), "the two oldest went first");
+    assert_eq!(
+        prune(rule(t0 + 4, 100, 2)).await.expect("prune"),
+        pruned(1, false)
+    );
+    // Then keep only the newest one, one per batch.
+    assert_eq!(prune(rule(0, 1, 1)).await.expect("prune"), pruned(1, true));
+    assert_eq!(prune(rule(0, 1, 1)).await.expect("prune"), pruned(0, false));
     let left = b.store.attempts_for_event(&id1).await.expect("a");
     assert_eq!(left, vec![all[4].clone()]);
 
@@ -1194,12 +1211,13 @@ async fn check_attempts(b: Backend) {
         }])
         .await
         .expect("update");
-    let pruned = b
-        .store
-        .prune_attempts(now_ms() + 60_000, 100)
-        .await
-        .expect("prune");
-    assert_eq!(pruned, 2, "the last attempt and the finished delivery");
+    assert_eq!(
+        prune(rule(now_ms() + 60_000, 100, 100))
+            .await
+            .expect("prune"),
+        pruned(2, false),
+        "the last attempt and the finished delivery"
+    );
     let due = b
         .store
         .due_deliveries("h", now_ms() + 1, 10)

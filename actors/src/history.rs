@@ -15,7 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
-use crate::store::{now_ms, EventRetention, Rejection, Store};
+use crate::store::{now_ms, AttemptRetention, EventRetention, Rejection, Store};
 
 /// `[history]`: how long attempts and events are kept.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,13 +56,24 @@ pub enum HistoryMsg {
     Rejected(Rejection),
     /// Timer: write what is buffered.
     Flush,
-    /// Timer: apply retention.
+    /// Timer: apply retention (attempts first, then events).
     Prune,
+    /// The next batch of attempt retention (sent to itself, like event retention's).
+    PruneAttempts(AttemptRun),
     /// The next batch of event retention (sent to itself, so rejections and flushes are
     /// handled between batches).
     PruneEvents(PruneRun),
     /// The next step of giving freed pages back to the file system.
     Compact(PruneRun),
+}
+
+/// Progress of one run of attempt retention, carried from batch to batch.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptRun {
+    rule: AttemptRetention,
+    started: std::time::Instant,
+    rows: u64,
+    batches: u64,
 }
 
 /// Progress of one retention run, carried from batch to batch for its log lines.
@@ -103,6 +114,9 @@ const BUFFER_MAX: usize = 20_000;
 /// Events deleted per transaction. With SQLite one writer serves ingest too, and a batch
 /// of small events deletes in a few milliseconds, so a webhook waits at most that long.
 const PRUNE_BATCH: usize = 200;
+/// Attempts (and finished deliveries) deleted per transaction. An attempt carries two
+/// 1 KiB excerpts; deleting 250,000 at once held the writer for over a second.
+const ATTEMPT_PRUNE_BATCH: usize = 2_000;
 /// Pages (4 KiB) given back per compaction step: 2 MiB. Moving pages rewrites them and
 /// their parents: in the soak an 8 MiB step held the writer for 50-90 ms.
 const COMPACT_PAGES: u64 = 512;
@@ -190,29 +204,68 @@ impl Actor for HistoryActor {
             HistoryMsg::Rejected(r) if Self::buffered(st) < BUFFER_MAX => st.rejections.push(r),
             HistoryMsg::Rejected(_) => st.dropped += 1,
             HistoryMsg::Flush => Self::flush(st).await,
+            HistoryMsg::Prune if st.pruning => {}
             HistoryMsg::Prune => {
-                let cutoff = cutoff_ms(now_ms(), st.cfg.retention);
-                match st.store.prune_attempts(cutoff, st.cfg.max_attempts).await {
-                    Ok(0) => {}
-                    Ok(deleted) => tracing::info!(deleted, "history retention applied"),
-                    Err(error) => tracing::error!(%error, "history retention failed"),
+                st.pruning = true;
+                let run = AttemptRun {
+                    rule: AttemptRetention {
+                        older_than_ms: cutoff_ms(now_ms(), st.cfg.retention),
+                        keep_max: st.cfg.max_attempts,
+                        batch: ATTEMPT_PRUNE_BATCH,
+                    },
+                    started: std::time::Instant::now(),
+                    rows: 0,
+                    batches: 0,
+                };
+                let _ = me.cast(HistoryMsg::PruneAttempts(run));
+            }
+            HistoryMsg::PruneAttempts(mut run) => {
+                let began = std::time::Instant::now();
+                let result = st.store.prune_attempts(run.rule).await;
+                let pause = prune_pause(began.elapsed());
+                match result {
+                    Ok(pruned) => {
+                        run.rows += pruned.rows;
+                        run.batches += 1;
+                        if pruned.more {
+                            if run.batches.is_multiple_of(50) {
+                                tracing::info!(
+                                    deleted = run.rows,
+                                    batches = run.batches,
+                                    "history retention in progress"
+                                );
+                            }
+                            me.send_after(pause, move || HistoryMsg::PruneAttempts(run));
+                            return Ok(());
+                        }
+                        if run.rows > 0 {
+                            tracing::info!(
+                                deleted = run.rows,
+                                batches = run.batches,
+                                took_ms = u64::try_from(run.started.elapsed().as_millis())
+                                    .unwrap_or(u64::MAX),
+                                "history retention applied"
+                            );
+                        }
+                    }
+                    // Event retention still runs: it does not depend on this one.
+                    Err(error) => {
+                        tracing::error!(%error, deleted = run.rows, "history retention failed; retried at the next run")
+                    }
                 }
-                if !st.pruning {
-                    st.pruning = true;
-                    let run = PruneRun {
-                        rule: EventRetention {
-                            older_than_ms: cutoff_ms(now_ms(), st.cfg.events_max_age),
-                            keep_max: st.cfg.events_max_count,
-                            batch: PRUNE_BATCH,
-                            after_seq: 0,
-                        },
-                        started: std::time::Instant::now(),
-                        events: 0,
-                        batches: 0,
-                        pages: 0,
-                    };
-                    let _ = me.cast(HistoryMsg::PruneEvents(run));
-                }
+                let run = PruneRun {
+                    rule: EventRetention {
+                        older_than_ms: cutoff_ms(now_ms(), st.cfg.events_max_age),
+                        keep_max: st.cfg.events_max_count,
+                        batch: PRUNE_BATCH,
+                        after_seq: 0,
+                    },
+                    started: std::time::Instant::now(),
+                    events: 0,
+                    batches: 0,
+                    pages: 0,
+                };
+                let _ = me.cast(HistoryMsg::PruneEvents(run));
             }
             HistoryMsg::PruneEvents(mut run) => {
                 let began = std::time::Instant::now();

@@ -776,12 +776,14 @@ pub trait DeliveryQueue: Send + Sync + 'static {
 pub trait History: Send + Sync + 'static {
     /// Appends attempts to the history.
     fn record_attempts(&self, attempts: Vec<Attempt>) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Deletes attempts older than `older_than_ms`, and the oldest beyond `keep_max`.
+    /// One batch of attempt retention: deletes at most `rule.batch` attempts older than
+    /// `rule.older_than_ms`, at most `rule.batch` of the oldest beyond `rule.keep_max`, and
+    /// at most `rule.batch` finished deliveries last updated before `rule.older_than_ms`
+    /// (pending ones never). A caller repeats while [`PrunedAttempts::more`] says so.
     fn prune_attempts(
         &self,
-        older_than_ms: i64,
-        keep_max: u64,
-    ) -> BoxFuture<'_, Result<u64, StoreError>>;
+        rule: AttemptRetention,
+    ) -> BoxFuture<'_, Result<PrunedAttempts, StoreError>>;
     /// One batch of event retention: deletes at most `rule.batch` events that are older
     /// than `rule.older_than_ms` or beyond the newest `rule.keep_max`, oldest first, with
     /// their deliveries, attempts and debounce items. An event with pending work is never
@@ -856,6 +858,26 @@ pub trait Membership: Send + Sync + 'static {
     fn heartbeat(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
     /// Leaves: this instance's claims are released, so the others take them at once.
     fn leave(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// What one batch of attempt retention may delete (see [`History::prune_attempts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptRetention {
+    /// Attempts started, and finished deliveries last updated, before this (unix ms) go.
+    pub older_than_ms: i64,
+    /// Beyond this many stored attempts, the oldest go.
+    pub keep_max: u64,
+    /// Most rows of each kind deleted in one call (one short transaction).
+    pub batch: usize,
+}
+
+/// The outcome of one [`History::prune_attempts`] batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrunedAttempts {
+    /// Attempts and finished deliveries deleted.
+    pub rows: u64,
+    /// One of the limits took a full batch: more may follow.
+    pub more: bool,
 }
 
 /// What one batch of event retention may delete (see [`History::prune_events`]).

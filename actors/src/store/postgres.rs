@@ -38,11 +38,12 @@ use super::codec::CODEC_LZ4;
 use super::codec::{decode, parse_normalized, prefix, row_to_committed, DedupCache, Encoded};
 use super::{count_into, state_sql};
 use super::{
-    now_ms, rfc3339_ms, Appended, AppliedCard, Attempt, CommittedEvent, Compacted, DebounceItem,
-    Delivery, DeliveryCounts, DeliveryInfo, DeliveryQueue, DeliveryUpdate, EventDeliveries,
-    EventFileKey, EventFilter, EventLog, EventRetention, EventSummary, FireGroup, Fired, Group,
-    History, HookOverrides, Membership, NewDelivery, NewEvent, PendingSummary, PrunedBatch,
-    Rejection, ReplayScope, RuntimeState, Store, StoreConfig, StoreError, StoredEvent,
+    now_ms, rfc3339_ms, Appended, AppliedCard, Attempt, AttemptRetention, CommittedEvent,
+    Compacted, DebounceItem, Delivery, DeliveryCounts, DeliveryInfo, DeliveryQueue, DeliveryUpdate,
+    EventDeliveries, EventFileKey, EventFilter, EventLog, EventRetention, EventSummary, FireGroup,
+    Fired, Group, History, HookOverrides, Membership, NewDelivery, NewEvent, PendingSummary,
+    PrunedAttempts, PrunedBatch, Rejection, ReplayScope, RuntimeState, Store, StoreConfig,
+    StoreError, StoredEvent,
 };
 
 /// The schema, one migration per entry; `schema_version` records those applied. SQLite's
@@ -1989,40 +1990,50 @@ impl History for PostgresStore {
 
     fn prune_attempts(
         &self,
-        older_than_ms: i64,
-        keep_max: u64,
-    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        rule: AttemptRetention,
+    ) -> BoxFuture<'_, Result<PrunedAttempts, StoreError>> {
         async move {
             let (_open, mut conn) = self.writing().await?;
             let tx = conn.transaction().await.map_err(backend)?;
-            let keep = i64::try_from(keep_max).unwrap_or(i64::MAX);
-            let mut n = tx
+            let keep = i64::try_from(rule.keep_max).unwrap_or(i64::MAX);
+            let batch = i64::try_from(rule.batch).unwrap_or(i64::MAX);
+            let aged = tx
                 .execute(
-                    "DELETE FROM attempts WHERE started_at < $1",
-                    &[&older_than_ms],
+                    "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts \
+                     WHERE started_at < $1 ORDER BY started_at LIMIT $2)",
+                    &[&rule.older_than_ms, &batch],
                 )
                 .await
                 .map_err(backend)?;
             // The newest `keep_max` by id survive. Sequence gaps (rolled-back inserts) make
             // id arithmetic keep fewer, so count rows instead.
-            n += tx
+            let counted = tx
                 .execute(
-                    "DELETE FROM attempts WHERE id <= \
-                     (SELECT id FROM attempts ORDER BY id DESC OFFSET $1 LIMIT 1)",
-                    &[&keep],
+                    "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE id <= \
+                     (SELECT id FROM attempts ORDER BY id DESC OFFSET $1 LIMIT 1) \
+                     ORDER BY id LIMIT $2)",
+                    &[&keep, &batch],
                 )
                 .await
                 .map_err(backend)?;
-            // Retention: finished deliveries older than the cutoff; pending ones never.
-            n += tx
+            // Finished deliveries older than the cutoff; pending ones never. A delivery
+            // updated before the cutoff belongs to an event received before it.
+            let finished = tx
                 .execute(
-                    "DELETE FROM deliveries WHERE state <> 'pending' AND updated_at < $1",
-                    &[&older_than_ms],
+                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+                     WHERE event_seq <= (SELECT max(seq) FROM events WHERE received_at < $1) \
+                     AND state <> 'pending' AND updated_at < $1 LIMIT $2)",
+                    &[&rule.older_than_ms, &batch],
                 )
                 .await
                 .map_err(backend)?;
             tx.commit().await.map_err(commit_failed)?;
-            Ok(n)
+            Ok(PrunedAttempts {
+                rows: aged + counted + finished,
+                more: [aged, counted, finished]
+                    .iter()
+                    .any(|&n| n >= rule.batch as u64),
+            })
         }
         .boxed()
     }
