@@ -47,7 +47,7 @@ mod common;
 
 use common::{
     exchange, fresh_postgres_database, postgres_admin_url, proc_status_kib, reset_peak_rss,
-    server_in_child, wait_ready, ChildServer, AUTHORIZATION,
+    server_in_child, wait_ready, BodyTemplate, ChildServer,
 };
 
 #[global_allocator]
@@ -64,8 +64,6 @@ const SLOW_IN_FLIGHT: u32 = 4;
 /// An ingest request still unanswered after this counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
-/// The shared fixture's `downloadId`; each request replaces it with its own number.
-const FIXTURE_DOWNLOAD_ID: &str = "3F5A9C0E1B7D42A68E0C9B1D2F3A4E5B6C7D8E9F";
 /// `/proc/*/stat` counts CPU time in USER_HZ ticks: 100 on every mainstream Linux.
 const USER_HZ: f64 = 100.0;
 
@@ -644,58 +642,6 @@ impl Sinks {
 // ---------------------------------------------------------------------------------------
 // Load generator: one task per connection, one request in flight per connection.
 // ---------------------------------------------------------------------------------------
-
-/// The shared fixture `sonarr/Download.http`'s body, split around its `downloadId`, so a
-/// request's body is `head + {n:040X} + tail`: every body unique, all the same size.
-struct BodyTemplate {
-    head: String,
-    tail: String,
-}
-
-impl BodyTemplate {
-    fn load() -> Result<BodyTemplate, String> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/shared/sonarr/Download.http");
-        let raw = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let body = raw
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .ok_or_else(|| format!("{} has no header/body separator", path.display()))?;
-        let (head, tail) = body.split_once(FIXTURE_DOWNLOAD_ID).ok_or_else(|| {
-            format!(
-                "{} no longer has downloadId {FIXTURE_DOWNLOAD_ID}",
-                path.display()
-            )
-        })?;
-        Ok(BodyTemplate {
-            head: head.to_owned(),
-            tail: tail.to_owned(),
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.head.len() + FIXTURE_DOWNLOAD_ID.len() + self.tail.len()
-    }
-
-    fn request(&self, n: u64, host: &str, out: &mut Vec<u8>) {
-        use std::io::Write as _;
-        out.clear();
-        let _ = write!(
-            out,
-            "POST /api/v1/webhooks/sonarr HTTP/1.1\r\n\
-             Host: {host}\r\n\
-             User-Agent: Sonarr/4.0.19.2979 (alpine 3.21.3)\r\n\
-             Authorization: {AUTHORIZATION}\r\n\
-             Accept: application/json\r\n\
-             Content-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{}{n:040X}{}",
-            self.len(),
-            self.head,
-            self.tail
-        );
-    }
-}
 
 struct LoadResult {
     started: Instant,

@@ -130,31 +130,29 @@ pub async fn metrics(
 /// The server's own gauges: connections open against `server.max_connections`, and request
 /// bodies held in memory against `server.max_inflight_body_bytes`.
 fn render_http_gauges(out: &mut String, connections: Option<Connections>, budget: &BodyBudget) {
-    use std::fmt::Write;
-    let mut gauge = |name: &str, help: &str, value: usize| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    };
+    use relayarr_actors::metrics::render_gauge;
     if let Some(c) = connections {
-        gauge(
+        render_gauge(
+            out,
             "relayarr_http_connections_open",
             "HTTP connections accepted and not yet closed.",
             c.open(),
         );
-        gauge(
+        render_gauge(
+            out,
             "relayarr_http_connections_max",
             "server.max_connections: more connections wait in the accept queue.",
             c.max(),
         );
     }
-    gauge(
+    render_gauge(
+        out,
         "relayarr_http_body_bytes_in_flight",
         "Bytes of request bodies being read or processed, over all requests.",
         budget.used(),
     );
-    gauge(
+    render_gauge(
+        out,
         "relayarr_http_body_bytes_max",
         "server.max_inflight_body_bytes: past it, requests get 503 before their body is read.",
         budget.limit(),

@@ -19,8 +19,8 @@ use relayarr::actors::model::{Episode, EventKind, FileRef, Media, NormalizedEven
 use relayarr::actors::store::prelude::*;
 use relayarr::actors::store::{
     self, now_ms, AppliedCard, Attempt, AttemptRetention, DebounceItem, Delivery, DeliveryState,
-    DeliveryUpdate, EventFilter, FireGroup, Fired, Group, HookOverrides, NewDelivery, NewEvent,
-    PrunedAttempts, Rejection, ReplayScope, StoreConfig, StoreError,
+    DeliveryUpdate, EventDeliveries, EventFilter, FireGroup, Fired, Group, HookOverrides,
+    NewDelivery, NewEvent, PrunedAttempts, Rejection, ReplayScope, StoreConfig, StoreError,
 };
 use sha2::{Digest, Sha256};
 
@@ -1231,6 +1231,110 @@ on_both!(
     check_attempts,
     store_attempts_sqlite,
     store_attempts_postgres
+);
+
+/// `record_outcomes`: a target's attempts and the outcomes they led to, in one call (one
+/// statement on PostgreSQL, one transaction on SQLite). The attempts are kept in order; of
+/// two outcomes for one row the last wins; either list may be empty.
+async fn check_outcomes(b: Backend) {
+    let (id1, s1) = append(&b.store, new_event("sonarr", "one")).await;
+    let (id2, s2) = append(&b.store, new_event("sonarr", "two")).await;
+    let created = b
+        .store
+        .create_deliveries(vec![delivery(s1, "h"), delivery(s2, "h")], vec![])
+        .await
+        .expect("create");
+    let (d1, d2) = (created[0].id, created[1].id);
+    let t0 = now_ms();
+    let first = vec![attempt(d1, &id1, 1, t0), attempt(d2, &id2, 1, t0 + 1)];
+    let retry = DeliveryUpdate::Retry {
+        id: d1,
+        attempts: 1,
+        next_attempt_at_ms: t0 + 60_000,
+        status: Some(503),
+        error: Some("try 1".into()),
+    };
+    let failed = DeliveryUpdate::Failed {
+        id: d2,
+        attempts: 1,
+        status: Some(410),
+        error: Some("gone".into()),
+    };
+    b.store
+        .record_outcomes(vec![retry, failed], first.clone())
+        .await
+        .expect("outcomes");
+    let state = |deliveries: &EventDeliveries| {
+        let d = &deliveries.deliveries[0];
+        (d.state.clone(), d.attempts, d.last_status)
+    };
+    let one = b
+        .store
+        .event_deliveries(&id1)
+        .await
+        .expect("explain")
+        .expect("one");
+    assert_eq!(one.attempts, first[..1].to_vec());
+    assert_eq!(state(&one), ("pending".into(), 1, Some(503)));
+    let two = b
+        .store
+        .event_deliveries(&id2)
+        .await
+        .expect("explain")
+        .expect("two");
+    assert_eq!(two.attempts, first[1..].to_vec());
+    assert_eq!(state(&two), ("failed".into(), 1, Some(410)));
+
+    // Two outcomes for d1 in one call: the later one counts.
+    let second = attempt(d1, &id1, 5, t0 + 2);
+    let again = DeliveryUpdate::Retry {
+        id: d1,
+        attempts: 2,
+        next_attempt_at_ms: t0 + 60_000,
+        status: Some(500),
+        error: None,
+    };
+    let done = DeliveryUpdate::Succeeded {
+        id: d1,
+        attempts: 2,
+        status: 200,
+    };
+    b.store
+        .record_outcomes(vec![again, done], vec![second.clone()])
+        .await
+        .expect("outcomes");
+    let one = b
+        .store
+        .event_deliveries(&id1)
+        .await
+        .expect("explain")
+        .expect("one");
+    assert_eq!(one.attempts, vec![first[0].clone(), second]);
+    assert_eq!(state(&one), ("succeeded".into(), 2, Some(200)));
+
+    // Either list may be empty.
+    let third = attempt(d2, &id2, 2, t0 + 3);
+    b.store
+        .record_outcomes(vec![], vec![third.clone()])
+        .await
+        .expect("attempts only");
+    b.store
+        .record_outcomes(vec![], vec![])
+        .await
+        .expect("nothing");
+    let two = b
+        .store
+        .event_deliveries(&id2)
+        .await
+        .expect("explain")
+        .expect("two");
+    assert_eq!(two.attempts, vec![first[1].clone(), third]);
+    assert_eq!(state(&two), ("failed".into(), 1, Some(410)));
+}
+on_both!(
+    check_outcomes,
+    store_outcomes_sqlite,
+    store_outcomes_postgres
 );
 
 // ---------------------------------------------------------------------------------------

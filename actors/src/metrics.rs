@@ -312,6 +312,13 @@ impl Metrics {
     }
 }
 
+/// Appends one unlabelled gauge, with its `# HELP` and `# TYPE` lines, in the text format
+/// of [`Metrics::render`]: for gauges read outside the actor system (the HTTP server's).
+pub fn render_gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, help, "gauge");
+    sample(out, name, &[], &[], &value.to_string());
+}
+
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");

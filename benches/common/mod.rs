@@ -289,8 +289,8 @@ pub const FIXTURE_DOWNLOAD_ID: &str = "3F5A9C0E1B7D42A68E0C9B1D2F3A4E5B6C7D8E9F"
 
 /// The shared fixture `sonarr/Download.http`'s body, split around its `downloadId`, so a
 /// request's body is `head + {n:040X} + tail`: every body unique (relayarr answers a
-/// repeated body `200 duplicate` and stores it once), all the same size. The same bodies as
-/// `delivery_load`'s.
+/// repeated body `200 duplicate` and stores it once), all the same size. Used by
+/// `delivery_load` and `soak`.
 pub struct BodyTemplate {
     head: String,
     tail: String,

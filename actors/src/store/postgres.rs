@@ -339,6 +339,163 @@ fn delivery_row(r: &Row) -> Result<Delivery, StoreError> {
 const ATTEMPT_COLUMNS: &str = "delivery_id, hook, event_id, webhook_id, attempt, started_at, \
      latency_ms, status, error, request_excerpt, response_excerpt";
 
+/// Parameters of [`insert_attempts_sql`]: one array per column of [`ATTEMPT_COLUMNS`].
+const ATTEMPT_PARAMS: usize = 11;
+
+/// `INSERT INTO attempts` from one array per column, numbered from `$first`, in order.
+fn insert_attempts_sql(first: usize) -> String {
+    let types = [
+        "bigint", "text", "text", "text", "int", "bigint", "bigint", "int", "text", "text", "text",
+    ];
+    let arrays: Vec<String> = (first..)
+        .zip(types)
+        .map(|(n, t)| format!("${n}::{t}[]"))
+        .collect();
+    format!(
+        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) SELECT {ATTEMPT_COLUMNS} FROM UNNEST({}) \
+         WITH ORDINALITY AS t({ATTEMPT_COLUMNS}, n) ORDER BY n",
+        arrays.join(", ")
+    )
+}
+
+/// Attempts as the arrays [`insert_attempts_sql`] takes.
+struct AttemptArrays<'a> {
+    delivery_ids: Vec<i64>,
+    hooks: Vec<&'a str>,
+    event_ids: Vec<&'a str>,
+    webhook_ids: Vec<&'a str>,
+    numbers: Vec<i32>,
+    started: Vec<i64>,
+    latency: Vec<i64>,
+    statuses: Vec<Option<i32>>,
+    errors: Vec<Option<&'a str>>,
+    requests: Vec<&'a str>,
+    responses: Vec<&'a str>,
+}
+
+impl<'a> AttemptArrays<'a> {
+    fn new(attempts: &'a [Attempt]) -> Self {
+        AttemptArrays {
+            delivery_ids: attempts.iter().map(|a| a.delivery_id).collect(),
+            hooks: attempts.iter().map(|a| a.hook.as_str()).collect(),
+            event_ids: attempts.iter().map(|a| a.event_id.as_str()).collect(),
+            webhook_ids: attempts.iter().map(|a| a.webhook_id.as_str()).collect(),
+            numbers: attempts.iter().map(|a| to_i32(a.attempt)).collect(),
+            started: attempts.iter().map(|a| a.started_at_ms).collect(),
+            latency: attempts
+                .iter()
+                .map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
+                .collect(),
+            statuses: attempts.iter().map(|a| a.status.map(i32::from)).collect(),
+            errors: attempts.iter().map(|a| a.error.as_deref()).collect(),
+            requests: attempts
+                .iter()
+                .map(|a| a.request_excerpt.as_str())
+                .collect(),
+            responses: attempts
+                .iter()
+                .map(|a| a.response_excerpt.as_str())
+                .collect(),
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.delivery_ids,
+            &self.hooks,
+            &self.event_ids,
+            &self.webhook_ids,
+            &self.numbers,
+            &self.started,
+            &self.latency,
+            &self.statuses,
+            &self.errors,
+            &self.requests,
+            &self.responses,
+        ]
+    }
+}
+
+/// Parameters of [`update_sql`] before its last two: one array per column of
+/// [`OutcomeArrays`]. The last two are the time (unix ms) and this instance's id.
+const UPDATE_PARAMS: usize = 6;
+
+/// The `UPDATE deliveries` that applies outcomes, from one array per column numbered from
+/// `$first`, then the time and this instance's id.
+fn update_sql(first: usize) -> String {
+    let n = |i: usize| first + i;
+    format!(
+        "UPDATE deliveries d SET state = u.state, attempts = u.attempts, \
+         next_attempt_at = u.next, last_status = u.status, last_error = u.error, \
+         updated_at = ${} \
+         FROM UNNEST(${}::bigint[], ${}::text[], ${}::int[], ${}::bigint[], ${}::int[], \
+         ${}::text[]) AS u(id, state, attempts, next, status, error) WHERE d.id = u.id \
+         AND (d.claimed_by = ${} OR d.claimed_by IS NULL)",
+        n(UPDATE_PARAMS),
+        n(0),
+        n(1),
+        n(2),
+        n(3),
+        n(4),
+        n(5),
+        n(UPDATE_PARAMS + 1),
+    )
+}
+
+/// Outcomes as the arrays [`update_sql`] takes. Applied in order on SQLite, so the last
+/// update of a row wins; one `UPDATE … FROM` would pick an arbitrary one, so only the last
+/// per id is kept. A row another instance took over (this one was presumed dead) is
+/// theirs: their outcome counts, not this one's (the `claimed_by` test).
+struct OutcomeArrays<'a> {
+    ids: Vec<i64>,
+    states: Vec<&'static str>,
+    attempts: Vec<i32>,
+    nexts: Vec<i64>,
+    statuses: Vec<Option<i32>>,
+    errors: Vec<Option<&'a str>>,
+}
+
+impl<'a> OutcomeArrays<'a> {
+    fn new(updates: &'a [DeliveryUpdate], now: i64) -> Self {
+        let mut last: HashMap<i64, usize> = HashMap::new();
+        for (i, u) in updates.iter().enumerate() {
+            last.insert(u.id(), i);
+        }
+        let mut cols = OutcomeArrays {
+            ids: vec![],
+            states: vec![],
+            attempts: vec![],
+            nexts: vec![],
+            statuses: vec![],
+            errors: vec![],
+        };
+        for (i, u) in updates.iter().enumerate() {
+            if last.get(&u.id()) != Some(&i) {
+                continue;
+            }
+            let (id, state, n, next, status, error) = u.columns(now);
+            cols.ids.push(id);
+            cols.states.push(state);
+            cols.attempts.push(to_i32(n));
+            cols.nexts.push(next);
+            cols.statuses.push(status.map(i32::from));
+            cols.errors.push(error);
+        }
+        cols
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.ids,
+            &self.states,
+            &self.attempts,
+            &self.nexts,
+            &self.statuses,
+            &self.errors,
+        ]
+    }
+}
+
 fn attempt_row(r: &Row) -> Result<Attempt, StoreError> {
     Ok(Attempt {
         delivery_id: col(r, 0)?,
@@ -1576,48 +1733,10 @@ impl DeliveryQueue for PostgresStore {
                 return Ok(());
             }
             let now = now_ms();
-            // Applied in order on SQLite, so the last update of a row wins; one UPDATE … FROM
-            // would pick an arbitrary one, so keep only the last per id.
-            let mut last: HashMap<i64, usize> = HashMap::new();
-            for (i, u) in updates.iter().enumerate() {
-                last.insert(u.id(), i);
-            }
-            let (mut ids, mut states, mut attempts, mut nexts, mut statuses, mut errors) =
-                (vec![], vec![], vec![], vec![], vec![], vec![]);
-            for (i, u) in updates.iter().enumerate() {
-                if last.get(&u.id()) != Some(&i) {
-                    continue;
-                }
-                let (id, state, n, next, status, error) = u.columns(now);
-                ids.push(id);
-                states.push(state);
-                attempts.push(to_i32(n));
-                nexts.push(next);
-                statuses.push(status.map(i32::from));
-                errors.push(error);
-            }
-            self.execute(
-                "UPDATE deliveries d SET state = u.state, attempts = u.attempts, \
-                 next_attempt_at = u.next, last_status = u.status, last_error = u.error, \
-                 updated_at = $7 \
-                 FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[], \
-                 $6::text[]) AS u(id, state, attempts, next, status, error) WHERE d.id = u.id \
-                 AND (d.claimed_by = $8 OR d.claimed_by IS NULL)",
-                // A row another instance took over (this one was presumed dead) is theirs:
-                // their outcome counts, not this one's.
-                &[
-                    &ids,
-                    &states,
-                    &attempts,
-                    &nexts,
-                    &statuses,
-                    &errors,
-                    &now,
-                    &self.instance,
-                ],
-            )
-            .await
-            .map(|_| ())
+            let cols = OutcomeArrays::new(&updates, now);
+            let mut params = cols.params();
+            params.extend([&now as &(dyn ToSql + Sync), &self.instance]);
+            self.execute(&update_sql(1), &params).await.map(|_| ())
         }
         .boxed()
     }
@@ -1939,51 +2058,10 @@ impl History for PostgresStore {
             if attempts.is_empty() {
                 return Ok(());
             }
-            let delivery_ids: Vec<i64> = attempts.iter().map(|a| a.delivery_id).collect();
-            let hooks: Vec<&str> = attempts.iter().map(|a| a.hook.as_str()).collect();
-            let event_ids: Vec<&str> = attempts.iter().map(|a| a.event_id.as_str()).collect();
-            let webhook_ids: Vec<&str> = attempts.iter().map(|a| a.webhook_id.as_str()).collect();
-            let numbers: Vec<i32> = attempts.iter().map(|a| to_i32(a.attempt)).collect();
-            let started: Vec<i64> = attempts.iter().map(|a| a.started_at_ms).collect();
-            let latency: Vec<i64> = attempts
-                .iter()
-                .map(|a| i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
-                .collect();
-            let statuses: Vec<Option<i32>> =
-                attempts.iter().map(|a| a.status.map(i32::from)).collect();
-            let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
-            let requests: Vec<&str> = attempts
-                .iter()
-                .map(|a| a.request_excerpt.as_str())
-                .collect();
-            let responses: Vec<&str> = attempts
-                .iter()
-                .map(|a| a.response_excerpt.as_str())
-                .collect();
-            self.execute(
-                &format!(
-                    "INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
-                     SELECT {ATTEMPT_COLUMNS} FROM UNNEST($1::bigint[], $2::text[], $3::text[], \
-                     $4::text[], $5::int[], $6::bigint[], $7::bigint[], $8::int[], $9::text[], \
-                     $10::text[], $11::text[]) WITH ORDINALITY AS t({ATTEMPT_COLUMNS}, n) \
-                     ORDER BY n"
-                ),
-                &[
-                    &delivery_ids,
-                    &hooks,
-                    &event_ids,
-                    &webhook_ids,
-                    &numbers,
-                    &started,
-                    &latency,
-                    &statuses,
-                    &errors,
-                    &requests,
-                    &responses,
-                ],
-            )
-            .await
-            .map(|_| ())
+            let cols = AttemptArrays::new(&attempts);
+            self.execute(&insert_attempts_sql(1), &cols.params())
+                .await
+                .map(|_| ())
         }
         .boxed()
     }
@@ -2367,6 +2445,34 @@ impl Membership for PostgresStore {
 }
 
 impl Store for PostgresStore {
+    /// One statement, so one transaction and one commit: the attempts are inserted by a
+    /// data-modifying `WITH`, and the outcomes applied by the `UPDATE` that follows it.
+    fn record_outcomes(
+        &self,
+        updates: Vec<DeliveryUpdate>,
+        attempts: Vec<Attempt>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            if attempts.is_empty() || updates.is_empty() {
+                self.record_attempts(attempts).await?;
+                return self.update_deliveries(updates).await;
+            }
+            let now = now_ms();
+            let recorded = AttemptArrays::new(&attempts);
+            let applied = OutcomeArrays::new(&updates, now);
+            let mut params = recorded.params();
+            params.extend(applied.params());
+            params.extend([&now as &(dyn ToSql + Sync), &self.instance]);
+            let sql = format!(
+                "WITH recorded AS ({}) {}",
+                insert_attempts_sql(1),
+                update_sql(ATTEMPT_PARAMS + 1)
+            );
+            self.execute(&sql, &params).await.map(|_| ())
+        }
+        .boxed()
+    }
+
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             // Waits for pooled writes in flight; every later one answers `Closed`.
