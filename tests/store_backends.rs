@@ -1134,15 +1134,20 @@ fn attempt(delivery_id: i64, event_id: &str, n: u32, started_at_ms: i64) -> Atte
     }
 }
 
-async fn check_attempts(b: Backend) {
+/// Two events and a delivery of each to hook `h`: their ids, then the deliveries' ids.
+async fn two_deliveries(b: &Backend) -> ((String, String), (i64, i64)) {
     let (id1, s1) = append(&b.store, new_event("sonarr", "one")).await;
-    let (_, s2) = append(&b.store, new_event("sonarr", "two")).await;
+    let (id2, s2) = append(&b.store, new_event("sonarr", "two")).await;
     let created = b
         .store
         .create_deliveries(vec![delivery(s1, "h"), delivery(s2, "h")], vec![])
         .await
         .expect("create");
-    let (d1, d2) = (created[0].id, created[1].id);
+    ((id1, id2), (created[0].id, created[1].id))
+}
+
+async fn check_attempts(b: Backend) {
+    let ((id1, _), (d1, d2)) = two_deliveries(&b).await;
     let t0 = 1_000_000;
     let all: Vec<Attempt> = (1..=5)
         .map(|n| attempt(d1, &id1, n, t0 + i64::from(n)))
@@ -1237,14 +1242,7 @@ on_both!(
 /// statement on PostgreSQL, one transaction on SQLite). The attempts are kept in order; of
 /// two outcomes for one row the last wins; either list may be empty.
 async fn check_outcomes(b: Backend) {
-    let (id1, s1) = append(&b.store, new_event("sonarr", "one")).await;
-    let (id2, s2) = append(&b.store, new_event("sonarr", "two")).await;
-    let created = b
-        .store
-        .create_deliveries(vec![delivery(s1, "h"), delivery(s2, "h")], vec![])
-        .await
-        .expect("create");
-    let (d1, d2) = (created[0].id, created[1].id);
+    let ((id1, id2), (d1, d2)) = two_deliveries(&b).await;
     let t0 = now_ms();
     let first = vec![attempt(d1, &id1, 1, t0), attempt(d2, &id2, 1, t0 + 1)];
     let retry = DeliveryUpdate::Retry {

@@ -932,14 +932,21 @@ pub trait Store: EventLog + DeliveryQueue + History + RuntimeState + Membership 
         updates: Vec<DeliveryUpdate>,
         attempts: Vec<Attempt>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        async move {
-            if !attempts.is_empty() {
-                self.record_attempts(attempts).await?;
-            }
-            self.update_deliveries(updates).await
-        }
-        .boxed()
+        record_outcomes_in_two_writes(self, updates, attempts).boxed()
     }
+}
+
+/// [`Store::record_outcomes`] as two writes, attempts first (a crash in between resends a
+/// delivery, which then shows one more attempt, never an outcome without its attempt).
+pub(crate) async fn record_outcomes_in_two_writes<S: DeliveryQueue + History + ?Sized>(
+    store: &S,
+    updates: Vec<DeliveryUpdate>,
+    attempts: Vec<Attempt>,
+) -> Result<(), StoreError> {
+    if !attempts.is_empty() {
+        store.record_attempts(attempts).await?;
+    }
+    store.update_deliveries(updates).await
 }
 
 /// The storage traits, for callers of an `Arc<dyn Store>`.

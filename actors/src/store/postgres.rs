@@ -2454,8 +2454,7 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             if attempts.is_empty() || updates.is_empty() {
-                self.record_attempts(attempts).await?;
-                return self.update_deliveries(updates).await;
+                return super::record_outcomes_in_two_writes(self, updates, attempts).await;
             }
             let now = now_ms();
             let recorded = AttemptArrays::new(&attempts);
