@@ -80,6 +80,41 @@ async fn hooks_disable_on_410_keeps_later_events_pending_until_enabled() {
     relay.stop().await;
 }
 
+/// Deliveries that waited in the store (here across a restart, so none is in the worker's
+/// memory) are loaded a page at a time, with their events read in the same query: each
+/// body must still carry its own event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_disable_rows_loaded_from_the_store_carry_their_own_events() {
+    let rx = Receiver::start_with(Reply::status(200)).await;
+    let relay = start_relay(&hook_toml("a", &rx.hook_url(), "enabled = false")).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(post_new(&client, &relay, sonarr_download("page", i)).await);
+    }
+    wait_view(&relay, "a", "holding 12 pending", |v| {
+        v["deliveries"]["pending"] == 12
+    })
+    .await;
+    rx.assert_stays_at(0, QUIET).await;
+
+    let dir = relay.stop().await;
+    let relay = start_relay_in(dir, &hook_toml("a", &rx.hook_url(), "")).await;
+    rx.wait_for(12, Duration::from_secs(10)).await;
+    let sent = rx.by_event_id();
+    for (i, id) in ids.iter().enumerate() {
+        let bodies: Vec<serde_json::Value> = sent[id].iter().map(|r| r.json()).collect();
+        assert_eq!(bodies.len(), 1, "event {i} sent {} times", bodies.len());
+        assert_eq!(
+            bodies[0]["data"]["media"]["path"],
+            format!("/tv/Hook page {i}"),
+            "event {i} ({id}) went out with another event's body: {:#}",
+            bodies[0]
+        );
+    }
+    relay.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hooks_disable_after_consecutive_failures_then_enable_and_replay() {
     let rx = Receiver::start_with(Reply::status(500)).await;

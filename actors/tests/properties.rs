@@ -319,7 +319,7 @@ proptest! {
                 }
                 Op::Load(ids, asked) => {
                     let full_page = ids.len() >= asked;
-                    let rows = ids.iter().map(|id| job(*id).delivery).collect();
+                    let rows = ids.iter().map(|id| job(*id)).collect();
                     w.loaded(rows, asked, busy);
                     for id in ids {
                         if !model.contains(&id) && !busy(id) && model.len() < cap {

@@ -8,7 +8,6 @@
 use std::collections::{HashSet, VecDeque};
 
 use super::Job;
-use crate::store::Delivery;
 
 /// Deliveries held in memory per target; the rest wait in the store.
 pub const WINDOW: usize = 1024;
@@ -127,16 +126,10 @@ impl Window {
     }
 
     /// Takes a page loaded from the store. A full page means more may be waiting.
-    pub fn loaded(&mut self, rows: Vec<Delivery>, asked: usize, busy: impl Fn(i64) -> bool) {
-        self.overflow = rows.len() >= asked;
-        for delivery in rows {
-            let _ = self.offer(
-                Job {
-                    delivery,
-                    event: None,
-                },
-                &busy,
-            );
+    pub fn loaded(&mut self, jobs: Vec<Job>, asked: usize, busy: impl Fn(i64) -> bool) {
+        self.overflow = jobs.len() >= asked;
+        for job in jobs {
+            let _ = self.offer(job, &busy);
         }
     }
 }
@@ -150,6 +143,7 @@ pub fn may_start(in_flight: usize, cap: u32, enabled: bool, draining: bool) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Delivery;
 
     fn job(id: i64) -> Job {
         Job {
@@ -200,11 +194,7 @@ mod tests {
         for i in [10, 11, 12] {
             w.offer(job(i), |_| false);
         }
-        w.loaded(
-            vec![job(3).delivery, job(11).delivery, job(7).delivery],
-            8,
-            |_| false,
-        );
+        w.loaded(vec![job(3), job(11), job(7)], 8, |_| false);
         let order: Vec<i64> = std::iter::from_fn(|| w.pop().map(|j| j.delivery.id)).collect();
         assert_eq!(order, vec![3, 7, 10, 11, 12]);
     }
@@ -253,11 +243,11 @@ mod tests {
     #[test]
     fn window_loaded_page_skips_busy_and_reports_overflow() {
         let mut w = Window::new(10);
-        let rows: Vec<Delivery> = (1..=4).map(|i| job(i).delivery).collect();
+        let rows: Vec<Job> = (1..=4).map(job).collect();
         w.loaded(rows, 4, |id| id == 3);
         assert!(w.overflow(), "a full page means more may wait");
         assert_eq!(w.len(), 3);
-        w.loaded(vec![job(9).delivery], 4, |_| false);
+        w.loaded(vec![job(9)], 4, |_| false);
         assert!(!w.overflow());
     }
 

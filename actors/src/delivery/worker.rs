@@ -38,7 +38,7 @@ pub enum WorkerMsg {
     Flushed,
     /// Deliveries loaded from the store, how many were asked for, and how many outcome
     /// writes had completed before the query (the load reflects those, and no later one).
-    Loaded(Vec<Delivery>, usize, u64),
+    Loaded(Vec<Job>, usize, u64),
     /// A replay made these deliveries pending again.
     Replayed(Vec<i64>),
     /// Replay this target's deliveries in scope; answers how many were re-queued.
@@ -520,11 +520,11 @@ impl Actor for DeliveryWorker {
                 Self::pump(&me, st);
             }
             WorkerMsg::Wake => Self::load(st),
-            WorkerMsg::Loaded(rows, asked, seen) => {
+            WorkerMsg::Loaded(jobs, asked, seen) => {
                 st.loading = false;
                 Self::forget_flushed(st, seen);
                 let sh = Arc::clone(st.shared());
-                st.window.loaded(rows, asked, |id| sh.lock().busy(id));
+                st.window.loaded(jobs, asked, |id| sh.lock().busy(id));
                 Self::pump(&me, st);
             }
             WorkerMsg::Pump => {
