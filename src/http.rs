@@ -909,32 +909,23 @@ async fn admin_patch_hook(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    worker(&st, &name)?;
+    let actor = worker(&st, &name)?;
     let LimitsPatch {
         max_in_flight,
         rate,
         burst,
         enabled,
     } = parse_json_body(&body, "max_in_flight, rate, burst, enabled")?;
-    let mut stats: Option<TargetStats> = None;
-    if max_in_flight.is_some() || rate.is_some() || burst.is_some() {
-        stats = Some(
-            call_worker(&st, &name, |reply| WorkerMsg::SetLimits {
-                max_in_flight,
-                rate,
-                burst,
-                reply,
-            })
-            .await?,
-        );
-    }
-    if let Some(enabled) = enabled {
-        stats = Some(call_worker(&st, &name, |reply| WorkerMsg::SetEnabled(enabled, reply)).await?);
-    }
-    let stats = match stats {
-        Some(s) => s,
-        None => call_worker(&st, &name, WorkerMsg::Stats).await?,
+    let change = crate::relay::ValidTuning {
+        max_in_flight,
+        rate,
+        burst,
+        enabled,
     };
+    let stats = change
+        .apply(&actor, ADMIN_CALL)
+        .await
+        .ok_or_else(|| ApiError::Unavailable(format!("`{name}` did not answer; retry shortly")))?;
     Ok(Json(json!({ "stats": stats })).into_response())
 }
 

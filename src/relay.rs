@@ -161,12 +161,62 @@ impl Tuning {
     }
 }
 
-/// A [`Tuning`] whose values are known good: what the worker's messages carry.
-struct ValidTuning {
-    max_in_flight: Option<NonZeroU32>,
-    rate: Option<Option<Rate>>,
-    burst: Option<NonZeroU32>,
-    enabled: Option<bool>,
+/// A [`Tuning`] whose values are known good: what the worker's messages carry. The admin
+/// API's `PATCH` builds one too, so both go through [`ValidTuning::apply`].
+pub(crate) struct ValidTuning {
+    pub(crate) max_in_flight: Option<NonZeroU32>,
+    pub(crate) rate: Option<Option<Rate>>,
+    pub(crate) burst: Option<NonZeroU32>,
+    pub(crate) enabled: Option<bool>,
+}
+
+impl ValidTuning {
+    /// Sends the change to the target's worker: the limits first, then the enabled state,
+    /// each one call (the worker persists them); with nothing to change, only asks for its
+    /// stats. Returns the stats after the last call, or `None` if the worker did not answer
+    /// one of them within `timeout`.
+    pub(crate) async fn apply(
+        self,
+        worker: &ActorRef<WorkerMsg>,
+        timeout: Duration,
+    ) -> Option<TargetStats> {
+        let mut stats = None;
+        if self.max_in_flight.is_some() || self.rate.is_some() || self.burst.is_some() {
+            let (max_in_flight, rate, burst) = (self.max_in_flight, self.rate, self.burst);
+            stats = Some(answer(
+                worker
+                    .call(
+                        |reply| WorkerMsg::SetLimits {
+                            max_in_flight,
+                            rate,
+                            burst,
+                            reply,
+                        },
+                        Some(timeout),
+                    )
+                    .await,
+            )?);
+        }
+        if let Some(enabled) = self.enabled {
+            stats = Some(answer(
+                worker
+                    .call(|reply| WorkerMsg::SetEnabled(enabled, reply), Some(timeout))
+                    .await,
+            )?);
+        }
+        match stats {
+            Some(s) => Some(s),
+            None => answer(worker.call(WorkerMsg::Stats, Some(timeout)).await),
+        }
+    }
+}
+
+/// The value of a call the worker answered in time.
+fn answer<T>(r: Result<CallResult<T>, ractor::MessagingErr<WorkerMsg>>) -> Option<T> {
+    match r {
+        Ok(CallResult::Success(v)) => Some(v),
+        _ => None,
+    }
 }
 
 /// Entry point for running relayarr, in its binary or embedded in another program.
@@ -540,30 +590,10 @@ impl RelayHandle {
     pub async fn tune(&self, target: &str, tuning: Tuning) -> Result<TargetStats, TargetError> {
         let valid = tuning.validate()?;
         let worker = self.worker(target)?;
-        let mut stats = None;
-        if valid.max_in_flight.is_some() || valid.rate.is_some() || valid.burst.is_some() {
-            stats = Some(
-                call(&worker, target, |reply| WorkerMsg::SetLimits {
-                    max_in_flight: valid.max_in_flight,
-                    rate: valid.rate,
-                    burst: valid.burst,
-                    reply,
-                })
-                .await?,
-            );
-        }
-        if let Some(enabled) = valid.enabled {
-            stats = Some(
-                call(&worker, target, |reply| {
-                    WorkerMsg::SetEnabled(enabled, reply)
-                })
-                .await?,
-            );
-        }
-        match stats {
-            Some(s) => Ok(s),
-            None => call(&worker, target, WorkerMsg::Stats).await,
-        }
+        valid
+            .apply(&worker, WORKER_CALL)
+            .await
+            .ok_or_else(|| TargetError::Unavailable(target.to_owned()))
     }
 
     /// Every target's live stats and limits (hooks and Plex servers, in config order), as
@@ -643,10 +673,8 @@ where
     T: Send + 'static,
     F: FnOnce(ractor::RpcReplyPort<T>) -> WorkerMsg,
 {
-    match worker.call(msg, Some(WORKER_CALL)).await {
-        Ok(CallResult::Success(v)) => Ok(v),
-        _ => Err(TargetError::Unavailable(target.to_owned())),
-    }
+    answer(worker.call(msg, Some(WORKER_CALL)).await)
+        .ok_or_else(|| TargetError::Unavailable(target.to_owned()))
 }
 
 /// Supervisors start their children in `post_start`, after `spawn` returned. A call is

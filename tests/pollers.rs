@@ -363,3 +363,38 @@ async fn pollers_radarr_history_is_recovered_too() {
     }
     relay.stop().await;
 }
+
+/// An embedding application's subscription sees a recovered event like a received one:
+/// once, after the store has it, tagged `recovered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pollers_recovered_events_reach_the_embedding_feed() {
+    let fake = FakeArr::sonarr(SONARR_KEY).await;
+    let relay = start_relay(&arr_toml("sonarr", "sonarr", &fake, SONARR_KEY, "sonarr")).await;
+    let mut feed = relay.handle().subscribe();
+    let path = format!("{SEASON3}/feed.mkv");
+    fake.push(sonarr_import(3, 7, "DL-FEED", &path));
+
+    let e = tokio::time::timeout(WAIT, feed.recv())
+        .await
+        .expect("the recovered event never reached the feed")
+        .expect("feed open, not lagging");
+    assert!(
+        e.event.tags.iter().any(|t| t == "recovered"),
+        "{:?}",
+        e.event.tags
+    );
+    let files: Vec<&str> = e.event.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(files, [path.as_str()]);
+    // Durable before visible: the store has it.
+    let stored = relay
+        .admin_get(&format!("/api/v1/admin/events/{}", e.id))
+        .await;
+    assert_eq!(stored.status(), 200, "event {} not in the store", e.id);
+    // Later reads see the record again and recognise it: nothing more is published.
+    wait_poller(&relay, "sonarr", |p| p["polls"].as_u64() >= Some(4)).await;
+    match feed.try_recv() {
+        Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {}
+        other => panic!("one event expected on the feed, got {other:?} as well"),
+    }
+    relay.stop().await;
+}
