@@ -30,6 +30,30 @@ where
     }
 }
 
+/// Posts `sonarr_download(tag, i)` for every `i` in `range` while hook `a` is disabled,
+/// waits until its view counts exactly those as pending, and checks that none of them was
+/// sent: the receiver stays at `sent`. Returns their event ids, in `range` order.
+async fn post_held(
+    client: &reqwest::Client,
+    relay: &TestRelay,
+    rx: &Receiver,
+    tag: &str,
+    range: std::ops::Range<usize>,
+    sent: usize,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in range {
+        ids.push(post_new(client, relay, sonarr_download(tag, i)).await);
+    }
+    let held = ids.len();
+    wait_view(relay, "a", &format!("holding {held} pending"), |v| {
+        v["deliveries"]["pending"] == held
+    })
+    .await;
+    rx.assert_stays_at(sent, QUIET).await;
+    ids
+}
+
 /// How long to watch for requests that must not come. A disabled hook has no timer that
 /// could fire later than this: its actor sends nothing until it is enabled.
 const QUIET: Duration = Duration::from_millis(700);
@@ -55,15 +79,7 @@ async fn hooks_disable_on_410_keeps_later_events_pending_until_enabled() {
 
     // Later events are kept, not sent.
     rx.set_status(200);
-    let later = [
-        post_new(&client, &relay, sonarr_download("410", 1)).await,
-        post_new(&client, &relay, sonarr_download("410", 2)).await,
-    ];
-    wait_view(&relay, "a", "holding 2 pending", |v| {
-        v["deliveries"]["pending"] == 2
-    })
-    .await;
-    rx.assert_stays_at(1, QUIET).await;
+    let later = post_held(&client, &relay, &rx, "410", 1..3, 1).await;
 
     // Enabled again: the pending ones go out; the 410'd one stays failed.
     let v = patch_hook(&relay, "a", json!({"enabled": true})).await;
@@ -88,15 +104,7 @@ async fn hooks_disable_rows_loaded_from_the_store_carry_their_own_events() {
     let rx = Receiver::start_with(Reply::status(200)).await;
     let relay = start_relay(&hook_toml("a", &rx.hook_url(), "enabled = false")).await;
     let client = reqwest::Client::new();
-    let mut ids = Vec::new();
-    for i in 0..12 {
-        ids.push(post_new(&client, &relay, sonarr_download("page", i)).await);
-    }
-    wait_view(&relay, "a", "holding 12 pending", |v| {
-        v["deliveries"]["pending"] == 12
-    })
-    .await;
-    rx.assert_stays_at(0, QUIET).await;
+    let ids = post_held(&client, &relay, &rx, "page", 0..12, 0).await;
 
     let dir = relay.stop().await;
     let relay = start_relay_in(dir, &hook_toml("a", &rx.hook_url(), "")).await;
@@ -137,14 +145,7 @@ async fn hooks_disable_after_consecutive_failures_then_enable_and_replay() {
     assert_eq!(rx.count(), 3);
 
     // While disabled, new deliveries pile up as pending and nothing is sent.
-    for i in 3..6 {
-        ids.push(post_new(&client, &relay, sonarr_download("auto", i)).await);
-    }
-    wait_view(&relay, "a", "holding 3 pending", |v| {
-        v["deliveries"]["pending"] == 3
-    })
-    .await;
-    rx.assert_stays_at(3, QUIET).await;
+    ids.extend(post_held(&client, &relay, &rx, "auto", 3..6, 3).await);
 
     // Receiver fixed, hook enabled: the pending ones arrive.
     rx.set_status(200);
