@@ -899,7 +899,7 @@ async fn debouncer_fires_a_key_it_took_over_by_adding_a_stored_item() {
     let (appended, seq) = a
         .append(NewEvent {
             normalized_json: serde_json::to_string(&event).expect("event JSON"),
-            event,
+            event: Arc::new(event),
             raw: "{}".into(),
             content_type: Some("application/json".into()),
             dedup_key: [7; 32],

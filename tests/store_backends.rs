@@ -169,7 +169,7 @@ fn new_event_at(source: &str, kind: EventKind, body: &str, at: i64) -> NewEvent 
     h.update(body.as_bytes());
     NewEvent {
         normalized_json: serde_json::to_string(&event).expect("serialise event"),
-        event,
+        event: Arc::new(event),
         raw: Bytes::from(body.to_owned()),
         content_type: Some("application/json".into()),
         dedup_key: h.finalize().into(),
@@ -305,6 +305,51 @@ on_both!(
     check_append_group_commit,
     store_append_group_commit_sqlite,
     store_append_group_commit_postgres
+);
+
+/// A read of an event that something still holds shares that copy: with 8 targets loading
+/// pages of the same events, each event was decoded and held 8 times. Once nothing holds
+/// it, a read decodes it again from the row.
+async fn check_held_events_shared(b: Backend) {
+    let ev = new_event("sonarr", "shared");
+    let routed = Arc::clone(&ev.event);
+    let (id, seq) = append(&b.store, ev).await;
+    let (id2, seq2) = append(&b.store, new_event("sonarr", "other")).await;
+    let read = b.store.events_by_seq(vec![seq2, seq]).await.expect("read");
+    assert_eq!(
+        read.iter()
+            .map(|e| (e.seq, e.id.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(seq2, id2.as_str()), (seq, id.as_str())],
+        "in the order asked for"
+    );
+    assert!(
+        Arc::ptr_eq(&read[1].event, &routed),
+        "the copy its source routes is shared"
+    );
+    let again = b.store.events_by_seq(vec![seq2]).await.expect("read");
+    assert!(
+        Arc::ptr_eq(&again[0].event, &read[0].event),
+        "a decoded copy still held is shared"
+    );
+    drop((routed, read, again));
+    let fresh = b.store.events_by_seq(vec![seq]).await.expect("read");
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].id, id);
+    assert_eq!(
+        fresh[0]
+            .event
+            .media
+            .as_ref()
+            .and_then(|m| m.title.as_deref()),
+        Some("shared"),
+        "read again from the row once nothing held it"
+    );
+}
+on_both!(
+    check_held_events_shared,
+    store_held_events_shared_sqlite,
+    store_held_events_shared_postgres
 );
 
 async fn check_raw_body_truncated(b: Backend) {

@@ -356,11 +356,11 @@ impl Read {
         h.update([0u8]);
         h.update(&r.raw);
         let received_at_ms = now_ms();
-        let event = Arc::new(r.event.clone());
+        let event = Arc::new(r.event);
         let (appended, seq) = self
             .store
             .append(NewEvent {
-                event: r.event,
+                event: Arc::clone(&event),
                 normalized_json,
                 raw: Bytes::from(r.raw),
                 content_type: Some("application/json".into()),

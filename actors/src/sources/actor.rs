@@ -229,7 +229,7 @@ async fn prepare(st: &SourceCtx, req: &InboundRequest) -> Result<Prepared, Inges
     h.update([0u8]);
     h.update(&decoded.raw);
     Ok(Prepared::Commit(Box::new(NewEvent {
-        event,
+        event: Arc::new(event),
         normalized_json,
         raw: decoded.raw,
         content_type: content_type.map(str::to_owned),
@@ -257,7 +257,7 @@ async fn commit(ctx: &SourceCtx, new: NewEvent, reply: RpcReplyPort<IngestResult
     let received_at_ms = new.received_at_ms;
     let source = new.event.instance.clone();
     let kind = new.event.kind.as_str();
-    let event = Arc::new(new.event.clone());
+    let event = Arc::clone(&new.event);
     match store.append(new).await {
         Ok((appended, seq)) => {
             if let (false, Some(seq)) = (appended.duplicate, seq) {

@@ -115,8 +115,9 @@ pub async fn open(cfg: &StoreConfig, sqlite_path: &Path) -> Result<Arc<dyn Store
 /// An event ready to be committed: normalised, with its raw body and dedup key.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
-    /// The normalised event.
-    pub event: NormalizedEvent,
+    /// The normalised event, shared with whoever routes it once committed: the store keeps
+    /// a weak reference, so a later read of it while it is still held shares this copy.
+    pub event: Arc<NormalizedEvent>,
     /// `serde_json::to_string(&event)`, computed by the caller off the writer thread.
     pub normalized_json: String,
     /// The body as received (stored truncated beyond `raw_body_max`).

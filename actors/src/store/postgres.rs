@@ -214,6 +214,8 @@ pub struct PostgresStore {
     /// write guard) waits for those in flight and every later one sees `Closed`.
     closed: RwLock<bool>,
     raw_body_max: usize,
+    /// Decoded events still held somewhere, shared by every read of them.
+    live: super::codec::LiveEvents,
     rejections_max: u64,
     /// This process's instance id: what its claims are recorded under.
     instance: String,
@@ -520,6 +522,30 @@ fn array_literal(seqs: &[i64]) -> String {
 }
 
 impl PostgresStore {
+    /// Reads and decodes the events of `seqs` (those still held come from `live` instead).
+    async fn read_events(&self, seqs: Vec<i64>) -> Result<Vec<CommittedEvent>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT seq, id, received_at, normalized, codec FROM events \
+                 WHERE seq = ANY($1)",
+                &[&seqs],
+            )
+            .await?;
+        let by_seq: HashMap<i64, &Row> = rows
+            .iter()
+            .map(|r| col(r, 0).map(|s| (s, r)))
+            .collect::<Result<_, StoreError>>()?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(r) = by_seq.get(&seq) {
+                let id: String = col(r, 1)?;
+                let json = decode(i64::from(col::<i32>(r, 4)?), col(r, 3)?, &id)?;
+                out.push(row_to_committed(seq, id, col(r, 2)?, &json)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Connects to the database at `url` (`postgres://…`), migrates it, and starts the
     /// writer task.
     pub async fn open(url: &str, cfg: StoreConfig) -> Result<Arc<Self>, StoreError> {
@@ -617,6 +643,7 @@ impl PostgresStore {
             writer: Mutex::new(Some(handle)),
             closed: RwLock::new(false),
             raw_body_max,
+            live: super::codec::LiveEvents::default(),
             rejections_max,
             instance,
             lease_ms,
@@ -1428,11 +1455,11 @@ impl PostgresStore {
 
 impl EventLog for PostgresStore {
     fn append(&self, ev: NewEvent) -> BoxFuture<'_, Result<(Appended, Option<i64>), StoreError>> {
-        async move {
-            let encoded = Encoded::new(ev, self.raw_body_max);
-            self.send(|r| WriteCmd::Append(Box::new(encoded), r)).await
-        }
-        .boxed()
+        self.live
+            .append(ev, self.raw_body_max, |e| {
+                self.send(|r| WriteCmd::Append(Box::new(e), r))
+            })
+            .boxed()
     }
 
     fn get_event<'a>(
@@ -1503,29 +1530,9 @@ impl EventLog for PostgresStore {
         &self,
         seqs: Vec<i64>,
     ) -> BoxFuture<'_, Result<Vec<CommittedEvent>, StoreError>> {
-        async move {
-            let rows = self
-                .query(
-                    "SELECT seq, id, received_at, normalized, codec FROM events \
-                     WHERE seq = ANY($1)",
-                    &[&seqs],
-                )
-                .await?;
-            let by_seq: HashMap<i64, &Row> = rows
-                .iter()
-                .map(|r| col(r, 0).map(|s| (s, r)))
-                .collect::<Result<_, StoreError>>()?;
-            let mut out = Vec::with_capacity(seqs.len());
-            for seq in seqs {
-                if let Some(r) = by_seq.get(&seq) {
-                    let id: String = col(r, 1)?;
-                    let json = decode(i64::from(col::<i32>(r, 4)?), col(r, 3)?, &id)?;
-                    out.push(row_to_committed(seq, id, col(r, 2)?, &json)?);
-                }
-            }
-            Ok(out)
-        }
-        .boxed()
+        self.live
+            .events(seqs, |missing| self.read_events(missing))
+            .boxed()
     }
 
     fn raw_body(&self, seq: i64) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {

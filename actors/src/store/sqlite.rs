@@ -272,6 +272,8 @@ pub struct SqliteStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     raw_body_max: usize,
+    /// Decoded events still held somewhere, shared by every read of them.
+    live: super::codec::LiveEvents,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -375,6 +377,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(writer)),
             stats,
             raw_body_max,
+            live: super::codec::LiveEvents::default(),
         }))
     }
 
@@ -407,10 +410,42 @@ impl SqliteStore {
             .map_err(|_| StoreError::Closed)?
     }
 
+    /// Reads and decodes the events of `seqs` (those still held come from `live` instead).
+    async fn read_events(&self, seqs: Vec<i64>) -> Result<Vec<CommittedEvent>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, id, received_at, normalized, codec FROM events WHERE seq = ?1",
+            )?;
+            let mut out = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                let row = stmt
+                    .query_row([seq], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    })
+                    .optional()?;
+                if let Some((seq, id, at, norm, codec)) = row {
+                    let json = decode(codec, norm, &id)?;
+                    out.push(row_to_committed(seq, id, at, &json)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Appends and also returns the row's sequence number (None for a duplicate).
     pub async fn append_seq(&self, ev: NewEvent) -> Result<(Appended, Option<i64>), StoreError> {
-        let encoded = Encoded::new(ev, self.raw_body_max);
-        self.send(|r| WriteCmd::Append(Box::new(encoded), r)).await
+        self.live
+            .append(ev, self.raw_body_max, |e| {
+                self.send(|r| WriteCmd::Append(Box::new(e), r))
+            })
+            .await
     }
 }
 
@@ -2027,31 +2062,9 @@ impl EventLog for SqliteStore {
         &self,
         seqs: Vec<i64>,
     ) -> BoxFuture<'_, Result<Vec<CommittedEvent>, StoreError>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, id, received_at, normalized, codec FROM events WHERE seq = ?1",
-            )?;
-            let mut out = Vec::with_capacity(seqs.len());
-            for seq in seqs {
-                let row = stmt
-                    .query_row([seq], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, Vec<u8>>(3)?,
-                            r.get::<_, i64>(4)?,
-                        ))
-                    })
-                    .optional()?;
-                if let Some((seq, id, at, norm, codec)) = row {
-                    let json = decode(codec, norm, &id)?;
-                    out.push(row_to_committed(seq, id, at, &json)?);
-                }
-            }
-            Ok(out)
-        })
-        .boxed()
+        self.live
+            .events(seqs, |missing| self.read_events(missing))
+            .boxed()
     }
 
     fn raw_body(&self, seq: i64) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
