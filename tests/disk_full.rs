@@ -114,6 +114,40 @@ fn pin_wal(db: &Path) -> rusqlite::Connection {
     pin
 }
 
+/// The disk made full under a running relay, so that every commit needs space there is
+/// none of; [`Full::release`] gives the space back.
+struct Full {
+    pin: rusqlite::Connection,
+    filler: PathBuf,
+}
+
+impl Full {
+    fn start(fs: &Tmpfs, relay: &TestRelay) -> Full {
+        let pin = pin_wal(&relay.db_path());
+        Full {
+            pin,
+            filler: fs.fill(),
+        }
+    }
+
+    /// The filler goes, and the reader's snapshot ends so that the WAL may be reused again.
+    fn release(self) {
+        std::fs::remove_file(&self.filler).expect("remove filler");
+        self.pin
+            .execute_batch("COMMIT")
+            .expect("end the reader's snapshot");
+    }
+}
+
+/// A relay (with `extra` config) whose data dir is on a fresh 4 MiB tmpfs; `None` where the
+/// test skips (see [`Tmpfs::mount`]).
+async fn relay_on_tmpfs(extra: &str) -> Option<(Tmpfs, TestRelay)> {
+    let fs = Tmpfs::mount("4m")?;
+    let data = tempfile::tempdir_in(fs.path()).expect("data dir on the tmpfs");
+    let relay = start_relay_in(data, extra).await;
+    Some((fs, relay))
+}
+
 async fn rejected_401(relay: &TestRelay) -> bool {
     let v: serde_json::Value = relay
         .admin_get("/api/v1/admin/rejections")
@@ -139,17 +173,16 @@ async fn post(client: &reqwest::Client, relay: &TestRelay, body: String) -> reqw
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_ingest_answers_503_keeps_acknowledged_events_and_recovers() {
-    let Some(fs) = Tmpfs::mount("4m") else { return };
-    let data = tempfile::tempdir_in(fs.path()).expect("data dir on the tmpfs");
-    let relay = start_relay_in(data, "").await;
+    let Some((fs, relay)) = relay_on_tmpfs("").await else {
+        return;
+    };
     let client = reqwest::Client::new();
 
     let mut acknowledged = Vec::new();
     for i in 0..5 {
         acknowledged.push(post_new(&client, &relay, sonarr_download("full-before", i)).await);
     }
-    let pin = pin_wal(&relay.db_path());
-    let filler = fs.fill();
+    let full = Full::start(&fs, &relay);
 
     // Full: bodies that need new pages are refused with 503, Retry-After and a JSON error.
     // Any that still fit in space SQLite already holds are acknowledged, and must be kept.
@@ -195,10 +228,7 @@ async fn disk_full_ingest_answers_503_keeps_acknowledged_events_and_recovers() {
     );
 
     // Space returns: ingest recovers by itself, no restart.
-    std::fs::remove_file(&filler).expect("remove filler");
-    pin.execute_batch("COMMIT")
-        .expect("end the reader's snapshot");
-    drop(pin);
+    full.release();
     let mut i = 0;
     let id = eventually_some(Duration::from_secs(20), || {
         i += 1;
@@ -231,7 +261,6 @@ async fn disk_full_ingest_answers_503_keeps_acknowledged_events_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_delivery_outcomes_wait_and_every_delivery_ends_delivered_once() {
-    let Some(fs) = Tmpfs::mount("4m") else { return };
     // The receiver holds each request 2 s, so the disk fills while they are in flight, and
     // their attempts and outcomes must be written onto a full disk.
     let rx = Receiver::start_with(Reply::status(200).delay(Duration::from_secs(2))).await;
@@ -240,8 +269,9 @@ async fn disk_full_delivery_outcomes_wait_and_every_delivery_ends_delivered_once
         &rx.hook_url(),
         "events = \"*\"\nmax_in_flight = 8\nretry = \"linear:50\"\nretry_base = \"200ms\"",
     );
-    let data = tempfile::tempdir_in(fs.path()).expect("data dir on the tmpfs");
-    let relay = start_relay_in(data, &extra).await;
+    let Some((fs, relay)) = relay_on_tmpfs(&extra).await else {
+        return;
+    };
     let client = reqwest::Client::new();
 
     const N: usize = 6;
@@ -250,8 +280,7 @@ async fn disk_full_delivery_outcomes_wait_and_every_delivery_ends_delivered_once
         ids.push(post_new(&client, &relay, sonarr_download("full-delivery", i)).await);
     }
     rx.wait_for(N, Duration::from_secs(10)).await;
-    let pin = pin_wal(&relay.db_path());
-    let filler = fs.fill();
+    let full = Full::start(&fs, &relay);
     // Every request is answered 200 while the disk is full; the writes wait.
     eventually(Duration::from_secs(10), || async { rx.in_flight() == 0 }).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -263,10 +292,7 @@ async fn disk_full_delivery_outcomes_wait_and_every_delivery_ends_delivered_once
             "{id}: an outcome was written onto a full disk"
         );
     }
-    std::fs::remove_file(&filler).expect("remove filler");
-    pin.execute_batch("COMMIT")
-        .expect("end the reader's snapshot");
-    drop(pin);
+    full.release();
 
     // Every delivery ends delivered, with its attempts recorded.
     for id in &ids {
