@@ -407,6 +407,7 @@ async fn run_binary_json(config: &std::path::Path, env: &[(&str, &str)]) -> Vec<
         .env_remove("RELAYARR_LOG")
         .env_remove("RUST_LOG")
         .env_remove("RELAYARR_LOG_FORMAT")
+        .env_remove("MIMALLOC_PURGE_DELAY")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);
@@ -472,4 +473,29 @@ async fn observability_log_format_json_and_rust_log_filtering() {
         "{lines:#?}"
     );
     assert!(lines.iter().any(|l| l.contains("relayarr listening")));
+}
+
+/// `relayarr run` gives freed memory back to the OS at once: mimalloc takes that option only
+/// from the environment at process start, so the binary executes itself again with
+/// `MIMALLOC_PURGE_DELAY=0`; the process that then serves logs the value it runs with. An
+/// operator's own value is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observability_run_sets_the_allocator_purge_delay_unless_given() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("relayarr.toml");
+    std::fs::write(&config, test_config_text(dir.path(), "")).expect("write config");
+    let purge_delay = |lines: &[String]| -> Option<String> {
+        lines.iter().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["message"] == "allocator: mimalloc")
+                .then(|| v["purge_delay_ms"].as_str().map(str::to_owned))
+                .flatten()
+        })
+    };
+
+    let lines = run_binary_json(&config, &[]).await;
+    assert_eq!(purge_delay(&lines).as_deref(), Some("0"), "{lines:#?}");
+
+    let lines = run_binary_json(&config, &[("MIMALLOC_PURGE_DELAY", "250")]).await;
+    assert_eq!(purge_delay(&lines).as_deref(), Some("250"), "{lines:#?}");
 }
