@@ -159,8 +159,8 @@ fn apply_allocator_defaults() {
     }
     let error = cmd.args(args).env(PURGE_DELAY_VAR, "0").exec();
     eprintln!(
-        "relayarr: could not restart itself with {PURGE_DELAY_VAR}=0 ({error}); \
-         going on with mimalloc's default purge delay"
+        "relayarr: could not re-execute itself with {PURGE_DELAY_VAR}=0 ({error}); \
+         going on with mimalloc's default purge delay (freed memory is returned after 1 s)"
     );
 }
 
