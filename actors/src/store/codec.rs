@@ -255,7 +255,8 @@ impl LiveEvents {
         self.remember_new(ev.seq, &ev.id, ev.received_at_ms, &ev.event);
     }
 
-    /// Remembers an event just appended, which its source is about to route.
+    /// Remembers an event: one just appended (its source is about to route that copy), or
+    /// one just read (through [`LiveEvents::remember`]). Sweeps the dead entries when due.
     fn remember_new(&self, seq: i64, id: &str, received_at_ms: i64, event: &Arc<NormalizedEvent>) {
         use std::sync::atomic::Ordering;
         self.map.insert(
