@@ -503,6 +503,10 @@ const WAL_CHECK_EVERY: u64 = 64;
 struct Checkpointer {
     stop: Arc<std::sync::atomic::AtomicBool>,
     handle: Option<JoinHandle<()>>,
+    /// Held for each passive checkpoint, and by the writer around its `TRUNCATE`
+    /// checkpoints: SQLite answers a checkpoint that finds another one running with
+    /// `SQLITE_BUSY` at once, without waiting, so the two must take turns.
+    turn: Arc<std::sync::Mutex<()>>,
 }
 
 impl Checkpointer {
@@ -513,11 +517,16 @@ impl Checkpointer {
         )?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let turn = Arc::new(std::sync::Mutex::new(()));
+        let my_turn = Arc::clone(&turn);
         let handle = std::thread::Builder::new()
             .name("relayarr-store-checkpoint".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_EVERY);
+                    let _turn = my_turn
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
                         tracing::warn!(%error, "background checkpoint failed; will retry");
                     }
@@ -530,7 +539,16 @@ impl Checkpointer {
         Ok(Checkpointer {
             stop,
             handle: Some(handle),
+            turn,
         })
+    }
+
+    /// Keeps the background checkpoint from running while the guard lives, so that a
+    /// `TRUNCATE` checkpoint of the writer does not fail on it.
+    fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.turn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn stop(&mut self) {
@@ -728,6 +746,7 @@ impl Writer {
             .unwrap_or(0);
         // The row is (busy, frames in the WAL, frames checkpointed); busy means a reader
         // kept the checkpoint from finishing within the busy timeout.
+        let _turn = self.checkpointer.hold();
         match self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -752,6 +771,7 @@ impl Writer {
             return;
         }
         let started = std::time::Instant::now();
+        let _turn = self.checkpointer.hold();
         match self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             Ok(()) => tracing::debug!(
                 wal_bytes = size,
