@@ -524,9 +524,7 @@ impl Checkpointer {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_EVERY);
-                    let _turn = my_turn
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let _turn = take_turn(&my_turn);
                     if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
                         tracing::warn!(%error, "background checkpoint failed; will retry");
                     }
@@ -543,20 +541,19 @@ impl Checkpointer {
         })
     }
 
-    /// Keeps the background checkpoint from running while the guard lives, so that a
-    /// `TRUNCATE` checkpoint of the writer does not fail on it.
-    fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.turn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
     }
+}
+
+/// Takes the checkpoint turn (see [`Checkpointer`]); a poisoned lock still guards nothing
+/// but the turn, so it is taken all the same.
+fn take_turn(turn: &std::sync::Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    turn.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for Checkpointer {
@@ -738,22 +735,27 @@ impl Writer {
         tracing::info!("store writer stopped (all handles dropped)");
     }
 
+    /// Copies the whole WAL into the database and truncates it to zero bytes, taking turns
+    /// with the background checkpointer. `Ok(false)` when a reader kept it from finishing
+    /// within the busy timeout: the row is (busy, frames in the WAL, frames checkpointed).
+    fn checkpoint_truncate(&self) -> rusqlite::Result<bool> {
+        let _turn = take_turn(&self.checkpointer.turn);
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|busy| busy == 0)
+    }
+
     /// After retention freed space: the WAL, grown by the deletes and the vacuum, goes back
     /// to zero bytes so the space is free on disk too, not only inside the file.
     fn shrink_wal(&mut self) {
         let size = std::fs::metadata(&self.wal_path)
             .map(|m| m.len())
             .unwrap_or(0);
-        // The row is (busy, frames in the WAL, frames checkpointed); busy means a reader
-        // kept the checkpoint from finishing within the busy timeout.
-        let _turn = self.checkpointer.hold();
-        match self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                r.get::<_, i64>(0)
-            }) {
-            Ok(0) => tracing::debug!(wal_bytes_before = size, "WAL truncated after retention"),
-            Ok(_) => tracing::info!(
+        match self.checkpoint_truncate() {
+            Ok(true) => tracing::debug!(wal_bytes_before = size, "WAL truncated after retention"),
+            Ok(false) => tracing::info!(
                 wal_bytes = size,
                 "WAL not truncated after retention: a reader was still using it (next run)"
             ),
@@ -771,12 +773,15 @@ impl Writer {
             return;
         }
         let started = std::time::Instant::now();
-        let _turn = self.checkpointer.hold();
-        match self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-            Ok(()) => tracing::debug!(
+        match self.checkpoint_truncate() {
+            Ok(true) => tracing::debug!(
                 wal_bytes = size,
                 took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "WAL truncated"
+            ),
+            Ok(false) => tracing::warn!(
+                wal_bytes = size,
+                "WAL over its limit not truncated: a reader was still using it (will retry)"
             ),
             Err(error) => tracing::warn!(%error, wal_bytes = size, "could not truncate the WAL"),
         }
