@@ -18,6 +18,9 @@
 //! generator) to the delivery's arrival at a sink, matched by event id; process CPU; peak
 //! RSS. Client, sinks and server share one process, so CPU and RSS cover all three.
 //!
+//! `[outbound] yield_to_ingest` keeps its default (10 ms) unless `RELAYARR_BENCH_YIELD` sets
+//! it (`0s` turns it off, for an A/B); the report says how often deliveries yielded.
+//!
 //! Runtime layout, as in `ingest_load.rs` (2-core target): the server has its own
 //! multi-thread runtime with 2 workers (`RELAYARR_BENCH_SERVER_THREADS`); the load
 //! generator is one thread with a current-thread runtime and a hand-written keep-alive
@@ -46,8 +49,8 @@ use tokio::net::{TcpListener, TcpStream};
 mod common;
 
 use common::{
-    exchange, fresh_postgres_database, postgres_admin_url, proc_status_kib, reset_peak_rss,
-    server_in_child, wait_ready, BodyTemplate, ChildServer,
+    exchange, fresh_postgres_database, metrics_text, postgres_admin_url, proc_status_kib,
+    reset_peak_rss, server_in_child, wait_ready, BodyTemplate, ChildServer,
 };
 
 #[global_allocator]
@@ -239,6 +242,8 @@ struct ScenarioResult {
     /// Requests the slow sink received, and the neighbour's pending deliveries at the end.
     neighbour_requests: u64,
     neighbour_pending: Option<u64>,
+    /// How many times deliveries started yielding to ingest (`/metrics`).
+    yielded: Option<u64>,
     cpu_cores: f64,
     rss_peak_kib: u64,
     peak_reset: bool,
@@ -336,6 +341,7 @@ fn run_scenario(
         _ => server_rt.block_on(pending_of(addr, "neighbour")),
     };
     let neighbour_requests = sinks.slow_count();
+    let yielded = server_rt.block_on(yield_engagements(addr));
 
     server.stop(&server_rt)?;
     server_rt.shutdown_timeout(Duration::from_secs(10));
@@ -379,6 +385,7 @@ fn run_scenario(
         load,
         neighbour_requests,
         neighbour_pending,
+        yielded,
         cpu_cores,
         rss_peak_kib,
         peak_reset,
@@ -470,6 +477,12 @@ auth = {{ basic = {{ username = "sonarr", password = "Pa55w0rd!" }} }}
             sinks.healthy
         ));
     }
+    if let Ok(y) = std::env::var("RELAYARR_BENCH_YIELD") {
+        text.push_str(&format!(
+            "\n[outbound]\nyield_to_ingest = {}\n",
+            toml::Value::String(y)
+        ));
+    }
     match sc.neighbour {
         Neighbour::None => {}
         Neighbour::Slow => text.push_str(&format!(
@@ -484,6 +497,14 @@ auth = {{ basic = {{ username = "sonarr", password = "Pa55w0rd!" }} }}
         )),
     }
     Ok(text)
+}
+
+/// `relayarr_delivery_yield_engaged_total` from `/metrics`.
+async fn yield_engagements(addr: SocketAddr) -> Option<u64> {
+    let text = metrics_text(&reqwest::Client::new(), addr, ADMIN_TOKEN).await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("relayarr_delivery_yield_engaged_total "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The neighbour hook's pending deliveries, through the admin API.
@@ -848,7 +869,7 @@ fn print_preamble(settings: &Settings, body: &BodyTemplate) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("## relayarr delivery load bench");
     println!();
-    println!("`cargo bench --bench delivery_load` (knobs: RELAYARR_BENCH_EVENTS, _CONNS, _RATE, _SECS, _ONLY, _DIR, _SERVER_THREADS, _SERVER=process)");
+    println!("`cargo bench --bench delivery_load` (knobs: RELAYARR_BENCH_EVENTS, _CONNS, _RATE, _SECS, _ONLY, _DIR, _SERVER_THREADS, _SERVER=process, _YIELD)");
     println!();
     println!("- machine: {cores} CPUs available, Linux {}", kernel.trim());
     println!(
@@ -980,7 +1001,7 @@ fn print_report(settings: &Settings, results: &[ScenarioResult]) {
     for r in results {
         println!(
             "- ({}) ingest latency p50/p99/max {}/{}/{} ms over {:.1} s; {} duplicate \
-             deliveries; {} missing after {} s",
+             deliveries; {} missing after {} s; deliveries yielded to ingest {} time(s)",
             r.sc.key,
             ms(r.load.ingest_latency.p50_us),
             ms(r.load.ingest_latency.p99_us),
@@ -988,7 +1009,8 @@ fn print_report(settings: &Settings, results: &[ScenarioResult]) {
             r.load.ingest_time.as_secs_f64(),
             r.duplicates,
             r.missing,
-            settings.drain.as_secs()
+            settings.drain.as_secs(),
+            r.yielded.map_or_else(|| "?".to_owned(), |n| n.to_string())
         );
         for (kind, (n, sample)) in &r.load.errors {
             println!(

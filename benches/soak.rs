@@ -43,7 +43,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod common;
 
-use common::{exchange, wait_ready, BodyTemplate, ChildServer};
+use common::{exchange, metrics_text, wait_ready, BodyTemplate, ChildServer};
 
 const DEFAULT_RATE: u64 = 500;
 const DEFAULT_SECS: u64 = 1800;
@@ -367,16 +367,7 @@ struct QueueDepths {
 /// Pending deliveries per hook, from the `relayarr_queue_depth{target="…"}` gauges of
 /// `/metrics` (read from the store at each scrape).
 async fn queue_depths(http: &reqwest::Client, addr: SocketAddr) -> Option<QueueDepths> {
-    let text = http
-        .get(format!("http://{addr}/metrics"))
-        .bearer_auth(ADMIN_TOKEN)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = metrics_text(http, addr, ADMIN_TOKEN).await?;
     let mut q = QueueDepths {
         healthy: 0,
         flapping: 0,

@@ -1055,6 +1055,32 @@ auth = { token = "t" }
     }
 
     #[test]
+    fn config_yield_to_ingest_defaults_to_10ms_and_can_be_turned_off() {
+        let cfg = load(EXAMPLE_CONFIG, &[]).map_err(messages).expect("valid");
+        assert_eq!(cfg.outbound.yield_to_ingest, Duration::from_millis(10));
+        assert_eq!(
+            Config::default().outbound.yield_to_ingest,
+            Duration::from_millis(10)
+        );
+        let off = load(
+            EXAMPLE_CONFIG,
+            &[("RELAYARR_OUTBOUND__YIELD_TO_INGEST", "0s")],
+        )
+        .map_err(messages)
+        .expect("valid");
+        assert_eq!(off.outbound.yield_to_ingest, Duration::ZERO);
+        let errs = load(
+            EXAMPLE_CONFIG,
+            &[("RELAYARR_OUTBOUND__YIELD_TO_INGEST", "soon")],
+        )
+        .expect_err("not a duration");
+        assert!(
+            messages(errs).contains("yield_to_ingest"),
+            "the error names the key"
+        );
+    }
+
+    #[test]
     fn config_example_documents_every_key() {
         let defaults = toml::Value::try_from(Config::default()).expect("serialise defaults");
         for section in [

@@ -333,6 +333,7 @@ impl RelayBuilder {
         let addr = listener.local_addr()?;
         let cfg = self.config;
         let metrics = Metrics::new(self.namespace.clone());
+        metrics.yield_gate.set_target(cfg.outbound.yield_to_ingest);
         let names = Names::new(self.namespace);
         let store: Arc<dyn Store> = match self.store {
             Some(s) => s,

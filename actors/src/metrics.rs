@@ -180,6 +180,9 @@ pub struct Metrics {
     /// Every committed event, for programs that embed the relay (not a metric, but it
     /// travels the same way: one per relay, handed to every actor that commits events).
     pub committed: CommittedFeed,
+    /// Holds deliveries back while ingest is slow (`[outbound] yield_to_ingest`; not a
+    /// metric either, but ingest and every delivery worker reach it the same way).
+    pub yield_gate: crate::delivery::yield_gate::YieldGate,
 }
 
 impl Metrics {
@@ -240,6 +243,7 @@ impl Metrics {
             ),
             supervision: Arc::new(SupervisionBoard::new(namespace)),
             committed: CommittedFeed::default(),
+            yield_gate: Default::default(),
         })
     }
 
@@ -308,6 +312,26 @@ impl Metrics {
         self.groups_fired.render(&mut out);
         self.plex_scans.render(&mut out);
         self.plex_card_uploads.render(&mut out);
+        render_gauge(
+            &mut out,
+            "relayarr_delivery_yield_limit_per_second",
+            "Attempts per second allowed over all targets while deliveries yield to slow \
+             ingest ([outbound] yield_to_ingest); 0 when nothing is held back.",
+            self.yield_gate.limit().unwrap_or(0),
+        );
+        header(
+            &mut out,
+            "relayarr_delivery_yield_engaged_total",
+            "Times deliveries started yielding to slow ingest.",
+            "counter",
+        );
+        sample(
+            &mut out,
+            "relayarr_delivery_yield_engaged_total",
+            &[],
+            &[],
+            &self.yield_gate.engaged_total().to_string(),
+        );
         out
     }
 }
@@ -378,6 +402,14 @@ mod tests {
         );
         assert!(
             text.contains(r#"relayarr_rejections_total{source="we\"ird\\",status="401",reason="unauthorized"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nrelayarr_delivery_yield_limit_per_second 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nrelayarr_delivery_yield_engaged_total 0\n"),
             "{text}"
         );
         assert_eq!(m.events_received.get(&["sonarr", "import"]), 3);

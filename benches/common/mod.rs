@@ -75,6 +75,23 @@ pub async fn exchange(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> io::R
     })
 }
 
+/// The relay's `/metrics` text (`None` if it could not be read in 5 s).
+pub async fn metrics_text(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    admin_token: &str,
+) -> Option<String> {
+    http.get(format!("http://{addr}/metrics"))
+        .bearer_auth(admin_token)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
 /// Polls `GET /api/v1/health` until it answers 200, so start-up is not part of the warm-up.
 pub async fn wait_ready(addr: SocketAddr) -> io::Result<()> {
     let req = format!("GET /api/v1/health HTTP/1.1\r\nHost: {addr}\r\n\r\n");

@@ -16,6 +16,7 @@ pub mod share;
 pub mod shared;
 pub mod window;
 pub mod worker;
+pub mod yield_gate;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

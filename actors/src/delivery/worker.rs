@@ -240,6 +240,13 @@ impl DeliveryWorker {
             if !may_start(in_flight, cap, enabled, st.draining) || unwritten >= WINDOW {
                 break;
             }
+            if let Err(wait) = st.args.metrics.yield_gate.admit() {
+                if !st.pump_scheduled {
+                    st.pump_scheduled = true;
+                    me.send_after(wait, || WorkerMsg::Pump);
+                }
+                break;
+            }
             if let Some(l) = limiter {
                 if let Err(not_until) = l.check() {
                     if !st.pump_scheduled {

@@ -179,13 +179,27 @@ pub enum Signing {
 }
 
 /// `[outbound]`: where hooks may send.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundConfig {
     /// Cloud-metadata and link-local addresses are always blocked. `strict = true` also blocks
     /// private ranges (10/8, 172.16/12, 192.168/16, fc00::/7) and loopback; the default allows
     /// them, because a home lab's hooks usually live on the LAN.
     pub strict: bool,
+    /// Deliveries yield to ingest: while more than 1% of ingest answers take longer than
+    /// this (from a request's arrival to its commit) and ingest is queueing, attempts over
+    /// all targets are limited until ingest is fast again. `0s` turns it off.
+    #[serde(with = "humantime_serde")]
+    pub yield_to_ingest: Duration,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            strict: false,
+            yield_to_ingest: Duration::from_millis(10),
+        }
+    }
 }
 
 fn default_timeout() -> Duration {

@@ -260,6 +260,9 @@ async fn commit(ctx: &SourceCtx, new: NewEvent, reply: RpcReplyPort<IngestResult
     let event = Arc::clone(&new.event);
     match store.append(new).await {
         Ok((appended, seq)) => {
+            metrics
+                .yield_gate
+                .ingested(crate::store::now_ms() - received_at_ms);
             if let (false, Some(seq)) = (appended.duplicate, seq) {
                 metrics.events_received.inc(&[&source, kind]);
                 let committed = CommittedEvent {
