@@ -1055,20 +1055,44 @@ auth = { token = "t" }
     }
 
     #[test]
-    fn config_yield_to_ingest_defaults_to_10ms_and_can_be_turned_off() {
+    fn config_yield_to_ingest_defaults_to_10ms_on_sqlite_and_off_on_postgres() {
         let cfg = load(EXAMPLE_CONFIG, &[]).map_err(messages).expect("valid");
-        assert_eq!(cfg.outbound.yield_to_ingest, Duration::from_millis(10));
+        assert_eq!(cfg.outbound.yield_to_ingest, None);
         assert_eq!(
-            Config::default().outbound.yield_to_ingest,
+            cfg.outbound.yield_target(cfg.store.is_postgres()),
             Duration::from_millis(10)
         );
+        let pg = load(
+            EXAMPLE_CONFIG,
+            &[(
+                "RELAYARR_STORE__URL",
+                "postgres://relayarr@127.0.0.1/relayarr",
+            )],
+        )
+        .map_err(messages)
+        .expect("valid");
+        assert!(pg.store.is_postgres());
+        assert_eq!(pg.outbound.yield_target(true), Duration::ZERO);
+        let set = load(
+            EXAMPLE_CONFIG,
+            &[
+                (
+                    "RELAYARR_STORE__URL",
+                    "postgres://relayarr@127.0.0.1/relayarr",
+                ),
+                ("RELAYARR_OUTBOUND__YIELD_TO_INGEST", "25ms"),
+            ],
+        )
+        .map_err(messages)
+        .expect("valid");
+        assert_eq!(set.outbound.yield_target(true), Duration::from_millis(25));
         let off = load(
             EXAMPLE_CONFIG,
             &[("RELAYARR_OUTBOUND__YIELD_TO_INGEST", "0s")],
         )
         .map_err(messages)
         .expect("valid");
-        assert_eq!(off.outbound.yield_to_ingest, Duration::ZERO);
+        assert_eq!(off.outbound.yield_target(false), Duration::ZERO);
         let errs = load(
             EXAMPLE_CONFIG,
             &[("RELAYARR_OUTBOUND__YIELD_TO_INGEST", "soon")],

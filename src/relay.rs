@@ -333,7 +333,10 @@ impl RelayBuilder {
         let addr = listener.local_addr()?;
         let cfg = self.config;
         let metrics = Metrics::new(self.namespace.clone());
-        metrics.yield_gate.set_target(cfg.outbound.yield_to_ingest);
+        // An embedder's own store counts by the configured url, like the store it replaces.
+        metrics
+            .yield_gate
+            .set_target(cfg.outbound.yield_target(cfg.store.is_postgres()));
         let names = Names::new(self.namespace);
         let store: Arc<dyn Store> = match self.store {
             Some(s) => s,

@@ -178,8 +178,8 @@ pub enum Signing {
     },
 }
 
-/// `[outbound]`: where hooks may send.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `[outbound]`: where hooks may send, and how deliveries give way to ingest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundConfig {
     /// Cloud-metadata and link-local addresses are always blocked. `strict = true` also blocks
@@ -188,17 +188,30 @@ pub struct OutboundConfig {
     pub strict: bool,
     /// Deliveries yield to ingest: while more than 1% of ingest answers take longer than
     /// this (from a request's arrival to its commit) and ingest is queueing, attempts over
-    /// all targets are limited until ingest is fast again. `0s` turns it off.
-    #[serde(with = "humantime_serde")]
-    pub yield_to_ingest: Duration,
+    /// all targets are limited until ingest is fast again. `0s` turns it off. Unset:
+    /// [`YIELD_TO_INGEST_SQLITE`] with the embedded SQLite store, off with PostgreSQL.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub yield_to_ingest: Option<Duration>,
 }
 
-impl Default for OutboundConfig {
-    fn default() -> Self {
-        OutboundConfig {
-            strict: false,
-            yield_to_ingest: Duration::from_millis(10),
-        }
+/// `yield_to_ingest` when it is unset and the store is the embedded SQLite. There, ingest and
+/// deliveries share the machine's CPUs and one writer, and deliveries can starve ingest.
+/// With PostgreSQL, ingest waits mostly on the database's commits, which holding deliveries
+/// back does not make faster, so the gate is off unless it is set.
+pub const YIELD_TO_INGEST_SQLITE: Duration = Duration::from_millis(10);
+
+impl OutboundConfig {
+    /// The ingest latency target of the yield gate for this store; zero when it is off.
+    pub fn yield_target(&self, postgres: bool) -> Duration {
+        self.yield_to_ingest.unwrap_or(if postgres {
+            Duration::ZERO
+        } else {
+            YIELD_TO_INGEST_SQLITE
+        })
     }
 }
 

@@ -93,14 +93,22 @@ impl std::fmt::Debug for StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// True when `url` names PostgreSQL (`postgres://` or `postgresql://`).
+    pub fn is_postgres(&self) -> bool {
+        self.url
+            .as_deref()
+            .map(str::trim)
+            .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    }
+}
+
 /// Opens the backend that `cfg.url` names: SQLite at `sqlite_path` when it names none (or
 /// `sqlite`), PostgreSQL for a `postgres://` or `postgresql://` URL.
 pub async fn open(cfg: &StoreConfig, sqlite_path: &Path) -> Result<Arc<dyn Store>, StoreError> {
     match cfg.url.as_deref().map(str::trim) {
         None | Some("" | "sqlite") => Ok(SqliteStore::open(sqlite_path, cfg.clone())?),
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(PostgresStore::open(url, cfg.clone()).await?)
-        }
+        Some(url) if cfg.is_postgres() => Ok(PostgresStore::open(url, cfg.clone()).await?),
         Some(other) => Err(StoreError::Open {
             path: "[store] url".into(),
             reason: format!(
