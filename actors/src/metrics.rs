@@ -319,18 +319,12 @@ impl Metrics {
              ingest ([outbound] yield_to_ingest); 0 when nothing is held back.",
             self.yield_gate.limit().unwrap_or(0),
         );
-        header(
+        render_unlabelled(
             &mut out,
             "relayarr_delivery_yield_engaged_total",
             "Times deliveries started yielding to slow ingest.",
             "counter",
-        );
-        sample(
-            &mut out,
-            "relayarr_delivery_yield_engaged_total",
-            &[],
-            &[],
-            &self.yield_gate.engaged_total().to_string(),
+            self.yield_gate.engaged_total(),
         );
         out
     }
@@ -339,7 +333,17 @@ impl Metrics {
 /// Appends one unlabelled gauge, with its `# HELP` and `# TYPE` lines, in the text format
 /// of [`Metrics::render`]: for gauges read outside the actor system (the HTTP server's).
 pub fn render_gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
-    header(out, name, help, "gauge");
+    render_unlabelled(out, name, help, "gauge", value);
+}
+
+fn render_unlabelled(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    value: impl std::fmt::Display,
+) {
+    header(out, name, help, kind);
     sample(out, name, &[], &[], &value.to_string());
 }
 

@@ -183,6 +183,15 @@ impl WorkerState {
         me.send_after(delay, || WorkerMsg::Wake);
     }
 
+    /// Pumps again after `wait` (a rate or the yield gate said not yet), unless a pump is
+    /// already scheduled.
+    fn pump_after(&mut self, me: &ActorRef<WorkerMsg>, wait: Duration) {
+        if !self.pump_scheduled {
+            self.pump_scheduled = true;
+            me.send_after(wait, || WorkerMsg::Pump);
+        }
+    }
+
     fn disable(&mut self, reason: String) {
         {
             let mut sh = self.shared().lock();
@@ -241,19 +250,12 @@ impl DeliveryWorker {
                 break;
             }
             if let Err(wait) = st.args.metrics.yield_gate.admit() {
-                if !st.pump_scheduled {
-                    st.pump_scheduled = true;
-                    me.send_after(wait, || WorkerMsg::Pump);
-                }
+                st.pump_after(me, wait);
                 break;
             }
             if let Some(l) = limiter {
                 if let Err(not_until) = l.check() {
-                    if !st.pump_scheduled {
-                        st.pump_scheduled = true;
-                        let wait = not_until.wait_time_from(DefaultClock::default().now());
-                        me.send_after(wait, || WorkerMsg::Pump);
-                    }
+                    st.pump_after(me, not_until.wait_time_from(DefaultClock::default().now()));
                     break;
                 }
             }

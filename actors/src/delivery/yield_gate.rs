@@ -47,8 +47,6 @@ pub struct YieldGate {
     queued: AtomicU64,
     /// Times a limit was set, for the metrics.
     engaged: AtomicU64,
-    /// The limit, for the metrics: attempts per second, 0 when there is none.
-    limit_now: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -63,13 +61,6 @@ struct State {
     refilled: Instant,
 }
 
-/// A change of the limit, logged by the caller of [`YieldGate::admit`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Change {
-    Engaged(f64),
-    Released,
-}
-
 impl YieldGate {
     /// A gate aiming at `target` for ingest's p99; `Duration::ZERO` turns it off.
     pub fn new(target: Duration) -> Self {
@@ -80,7 +71,6 @@ impl YieldGate {
             slow: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             engaged: AtomicU64::new(0),
-            limit_now: AtomicU64::new(0),
             state: Mutex::new(State {
                 period_start: now,
                 started: 0,
@@ -96,20 +86,13 @@ impl YieldGate {
         self.target_ms
             .store(target.as_millis() as u64, Ordering::Relaxed);
         if target.is_zero() {
-            let mut st = self.lock();
-            st.limit = None;
-            self.limit_now.store(0, Ordering::Relaxed);
+            self.lock().limit = None;
         }
-    }
-
-    /// The target; zero when the gate is off.
-    pub fn target(&self) -> Duration {
-        Duration::from_millis(self.target_ms.load(Ordering::Relaxed))
     }
 
     /// The limit in attempts per second, `None` when deliveries are not held back.
     pub fn limit(&self) -> Option<u64> {
-        Some(self.limit_now.load(Ordering::Relaxed)).filter(|l| *l > 0)
+        self.lock().limit.map(|l| l as u64)
     }
 
     /// How many times a limit has been set since start.
@@ -147,18 +130,7 @@ impl YieldGate {
     fn admit_at(&self, now: Instant) -> Result<(), Duration> {
         let mut st = self.lock();
         if now.saturating_duration_since(st.period_start) >= PERIOD {
-            match self.reconsider(&mut st, now) {
-                Some(Change::Engaged(limit)) => tracing::info!(
-                    target_ms = self.target_ms.load(Ordering::Relaxed),
-                    limit_per_s = limit as u64,
-                    "ingest answers are slower than [outbound] yield_to_ingest; deliveries yield \
-                     to ingest (held-back deliveries wait in the store)"
-                ),
-                Some(Change::Released) => {
-                    tracing::info!("ingest is fast again; deliveries are no longer held back")
-                }
-                None => {}
-            }
+            self.reconsider(&mut st, now);
         }
         let Some(rate) = st.limit else {
             st.started += 1;
@@ -177,8 +149,9 @@ impl YieldGate {
         }
     }
 
-    /// Ends a period: sets, narrows, widens or lifts the limit.
-    fn reconsider(&self, st: &mut State, now: Instant) -> Option<Change> {
+    /// Ends a period: sets, narrows, widens or lifts the limit, and logs when deliveries
+    /// start or stop yielding.
+    fn reconsider(&self, st: &mut State, now: Instant) {
         let secs = now
             .saturating_duration_since(st.period_start)
             .as_secs_f64()
@@ -207,17 +180,22 @@ impl YieldGate {
                 _ => None,
             }
         };
-        self.limit_now
-            .store(st.limit.map_or(0, |l| l as u64), Ordering::Relaxed);
         match (was, st.limit) {
             (None, Some(l)) => {
                 st.tokens = 0.0;
                 st.refilled = now;
                 self.engaged.fetch_add(1, Ordering::Relaxed);
-                Some(Change::Engaged(l))
+                tracing::info!(
+                    target_ms = self.target_ms.load(Ordering::Relaxed),
+                    limit_per_s = l as u64,
+                    "ingest answers are slower than [outbound] yield_to_ingest; deliveries yield \
+                     to ingest (held-back deliveries wait in the store)"
+                );
             }
-            (Some(_), None) => Some(Change::Released),
-            _ => None,
+            (Some(_), None) => {
+                tracing::info!("ingest is fast again; deliveries are no longer held back")
+            }
+            _ => {}
         }
     }
 }
