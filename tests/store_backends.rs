@@ -672,23 +672,10 @@ async fn store_concurrent_open_migrates_once_postgres() {
     .await;
 }
 
-/// `len` hex digits from a fixed xorshift sequence: a body LZ4 cannot shrink much, like the
-/// varied text of real payloads, so the stored row is as large as the test needs.
-fn hex_body(len: usize, mut x: u64) -> String {
-    let mut s = String::with_capacity(len);
-    while s.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.push_str(&format!("{x:016x}"));
-    }
-    s.truncate(len);
-    s
-}
-
-/// An event row stays in its table up to a page (migration 4): an event of ~5 KB compressed
-/// leaves the TOAST table empty, where PostgreSQL's 2 KB default had moved a column there.
-/// A larger one still goes out of line, and both read back whole.
+/// An event row stays in its table up to a page (migration 4): a row of ~5.3 KB (its body
+/// and normalised event LZ4-compressed) leaves the TOAST table empty, where PostgreSQL's
+/// 2 KB default had moved a column there. A larger one still goes out of line, and both
+/// read back whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_events_stay_in_their_row_postgres() {
     with_postgres(StoreConfig::default(), |b: Backend| async move {
@@ -704,23 +691,17 @@ async fn store_events_stay_in_their_row_postgres() {
                 .expect("toast size")
                 .get::<_, i64>(0)
         };
-        let row_bytes = |seq: i64| {
-            let client = &client;
-            async move {
-                client
-                    .query_one(
-                        "SELECT pg_column_size(e.*) FROM events e WHERE seq = $1",
-                        &[&seq],
-                    )
-                    .await
-                    .expect("row size")
-                    .get::<_, i32>(0)
-            }
-        };
 
-        let small = hex_body(2_400, 0x9E37_79B9_7F4A_7C15);
+        let small = incompressible(1, 2_400);
         let (id, seq) = append(&b.store, new_event("sonarr", &small)).await;
-        let size = row_bytes(seq).await;
+        let size: i32 = client
+            .query_one(
+                "SELECT pg_column_size(e.*) FROM events e WHERE seq = $1",
+                &[&seq],
+            )
+            .await
+            .expect("row size")
+            .get(0);
         assert!(
             (2_100..8_000).contains(&size),
             "the row is past the 2 KB TOAST threshold and within a page: {size} bytes"
@@ -730,7 +711,7 @@ async fn store_events_stay_in_their_row_postgres() {
         assert_eq!(ev.raw, small);
         assert_eq!(ev.normalized.media.and_then(|m| m.title), Some(small));
 
-        let large = hex_body(20_000, 0xD1B5_4A32_D192_ED03);
+        let large = incompressible(2, 20_000);
         let (id, seq) = append(&b.store, new_event("sonarr", &large)).await;
         assert!(
             toast_bytes().await > 0,
