@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::postgres_admin_url;
 use common::fake_plex::FakePlex;
-use common::receiver::{Receiver, Reply};
+use common::receiver::{hook_toml, sonarr_download, Receiver, Reply};
 use common::shared_store::{connect, create_database};
 use common::*;
 use futures_util::StreamExt;
@@ -330,6 +330,24 @@ async fn post(
     Ok((status, v))
 }
 
+/// Waits (up to 90 s) until every acknowledged event id has reached the hook.
+async fn all_reach_the_hook(receiver: &Receiver, acked: &HashSet<String>) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen: HashSet<String> = receiver.event_ids().into_iter().collect();
+        let missing = acked.difference(&seen).count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} acknowledged events never reached the hook ({} requests received)",
+            receiver.count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn poster(
     n: usize,
     posting: Arc<Posting>,
@@ -384,11 +402,6 @@ async fn two_instances_one_database_survive_a_sigkill() {
         return;
     };
     let started = Instant::now();
-    // Instants of the receiver, as unix ms (the relays' heartbeats are wall-clock times).
-    let (base_instant, base_ms) = (Instant::now(), now_ms());
-    let wall = |at: Instant| {
-        base_ms + i64::try_from(at.duration_since(base_instant).as_millis()).unwrap_or(0)
-    };
 
     let db = create_database(&admin).await;
     let pg = connect(&db).await;
@@ -467,12 +480,11 @@ async fn two_instances_one_database_survive_a_sigkill() {
     })
     .await;
     posting.a_dead.store(true, Ordering::SeqCst);
-    let killed_at = Instant::now();
+    let (killed_at, killed_ms) = (Instant::now(), now_ms());
     child_a.start_kill().expect("SIGKILL A");
     child_a.wait().await.expect("wait for A");
     // Requests A wrote before it died may still be read by the receiver a little later.
     let dead_at = Instant::now() + Duration::from_millis(250);
-    let killed_ms = wall(killed_at);
     let acked_at_kill = posting.acks.lock().expect("acks").len();
     let seen_at_kill: HashSet<String> = receiver.event_ids().into_iter().collect();
     // What A held when it died (frozen: only A wrote its claims): (target, event id, group
@@ -576,20 +588,7 @@ async fn two_instances_one_database_survive_a_sigkill() {
     let acked: HashSet<String> = acks.iter().map(|a| a.id.clone()).collect();
 
     // Every acknowledged event reaches the hook.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let seen: HashSet<String> = receiver.event_ids().into_iter().collect();
-        let missing = acked.difference(&seen).count();
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{missing} acknowledged events never reached the hook ({} requests received)",
-            receiver.count()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_reach_the_hook(&receiver, &acked).await;
     let hook_done = started.elapsed();
     // …and every Plex group is fired and done, every event routed.
     eventually(Duration::from_secs(60), || async {
@@ -660,7 +659,8 @@ async fn two_instances_one_database_survive_a_sigkill() {
     }
 
     // Lease takeover: B's first delivery of a row A had claimed and not delivered.
-    let taken: Vec<Instant> = a_claimed
+    // (when it arrived, and the same on the wall clock, which the lease is reckoned in)
+    let taken: Vec<(Instant, i64)> = a_claimed
         .iter()
         .filter(|(h, id, _)| h == HOOK && !seen_at_kill.contains(id))
         .map(|(_, id, _)| {
@@ -671,13 +671,18 @@ async fn two_instances_one_database_survive_a_sigkill() {
                 .iter()
                 .find(|r| r.header(SENDER) == Some("b"))
                 .unwrap_or_else(|| panic!("A's claimed {id} not delivered by B"));
-            r.at
+            (r.at, r.wall_ms)
         })
         .collect();
     let first_taken = taken
         .iter()
+        .map(|(at, _)| *at)
         .min()
-        .copied()
+        .expect("A had undelivered claimed rows");
+    let first_taken_ms = taken
+        .iter()
+        .map(|(_, ms)| *ms)
+        .min()
         .expect("A had undelivered claimed rows");
     let takeover = first_taken.duration_since(killed_at);
     let bound = claim_bound;
@@ -689,9 +694,9 @@ async fn two_instances_one_database_survive_a_sigkill() {
         ));
     }
     assert!(
-        wall(first_taken) >= lapse_ms,
+        first_taken_ms >= lapse_ms,
         "B delivered a row A had claimed {} ms before A's lease lapsed",
-        lapse_ms - wall(first_taken)
+        lapse_ms - first_taken_ms
     );
 
     // No debounce key fired twice. Every acknowledged event is in exactly one Plex group,
@@ -988,4 +993,139 @@ async fn debouncer_fires_a_key_it_took_over_by_adding_a_stored_item() {
     handle.await.expect("debouncer stopped");
     a.close().await.expect("close A");
     b.close().await.expect("close B");
+}
+
+/// One process, its heartbeat held up by a row lock (it fails nothing; it only waits), while
+/// its window is full of deliveries to a slow hook. Once its last heartbeat is a lease old,
+/// the other instances may take its rows: it must have stopped starting requests a margin
+/// before then, and after its heartbeat lands again it must not send the rows taken over
+/// meanwhile (its window was claimed under the lapsed lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_heartbeat_stalls_stops_sending_and_leaves_what_was_taken() {
+    const N: usize = 600;
+    const TAKER: &str = "00TAKER-TEST-INSTANCE";
+    let Some(admin) = postgres_admin_url() else {
+        eprintln!("skipped: RELAYARR_TEST_POSTGRES is not set (a PostgreSQL server URL)");
+        return;
+    };
+    let db = create_database(&admin).await;
+    let pg = connect(&db).await;
+    let mut locker = connect(&db).await;
+    // Cap 4 at 50 ms a request: ~80 requests/s, so the window stays full for seconds.
+    let receiver = Receiver::start_with(Reply::status(200).delay(Duration::from_millis(50))).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {data_dir:?}\nadmin_token = \"{ADMIN_TOKEN}\"\n\n\
+         [store]\nurl = {db:?}\nlease = \"{lease}ms\"\n{hook}\n{SOURCES}",
+        data_dir = dir.path().display().to_string(),
+        lease = LEASE.as_millis(),
+        hook = hook_toml(HOOK, &receiver.hook_url(), "max_in_flight = 4"),
+    );
+    let (mut child, addr) = spawn_in(dir.path(), &text, "stall").await;
+    let me = match instances(&pg).await.as_slice() {
+        [(id, _)] => id.clone(),
+        other => panic!("one instance expected: {other:?}"),
+    };
+
+    let client = reqwest::Client::new();
+    let mut acked = HashSet::new();
+    for i in 0..N {
+        let (status, v) = post(&client, addr, &sonarr_download("stall", i))
+            .await
+            .expect("post");
+        assert_eq!(status, 202, "event {i}: {v}");
+        acked.insert(v["id"].as_str().expect("event id").to_owned());
+    }
+    receiver.wait_for(20, Duration::from_secs(30)).await;
+
+    // Hold the heartbeat up: its upsert waits on this lock. `beat` is its last one committed.
+    let lock = locker.transaction().await.expect("begin");
+    let beat: i64 = lock
+        .query_one(
+            "SELECT heartbeat_at FROM instances WHERE id = $1 FOR UPDATE",
+            &[&me],
+        )
+        .await
+        .expect("lock the instance's row")
+        .get(0);
+    let lease_ms = i64::try_from(LEASE.as_millis()).expect("ms");
+    let lapsed_at = beat + lease_ms;
+    while now_ms() < lapsed_at + 200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pending = count(
+        &pg,
+        "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND claimed_by = $1",
+        &[&me],
+    )
+    .await;
+    assert!(
+        pending > 0,
+        "nothing was left to send when the lease lapsed: the test proves nothing"
+    );
+    let late: Vec<i64> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.wall_ms - lapsed_at)
+        .filter(|after| *after >= 0)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} requests arrived after the instance's lease lapsed (its last heartbeat + {LEASE:?}), up to {} ms after it, with {pending} deliveries pending",
+        late.len(),
+        late.iter().max().copied().unwrap_or_default()
+    );
+
+    // Another instance takes every pending row over, and holds it for a lease.
+    let taken_at = now_ms();
+    pg.execute(
+        "INSERT INTO instances (id, started_at, heartbeat_at) VALUES ($1, $2, $2)",
+        &[&TAKER, &taken_at],
+    )
+    .await
+    .expect("the taker registers");
+    let taken: HashSet<String> = pg
+        .query(
+            "UPDATE deliveries d SET claimed_by = $1 FROM events e \
+             WHERE e.seq = d.event_seq AND d.state = 'pending' AND d.claimed_by = $2 \
+             RETURNING e.id",
+            &[&TAKER, &me],
+        )
+        .await
+        .expect("take the rows over")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!taken.is_empty(), "nothing taken over");
+    let taken_from = Instant::now();
+    // The heartbeat lands again.
+    lock.commit().await.expect("release the lock");
+
+    // Once the taker's lease lapses, the instance takes the rows back: everything arrives.
+    all_reach_the_hook(&receiver, &acked).await;
+    // While the taker held them, none of its rows was sent.
+    let taker_lapsed_at = taken_at + lease_ms;
+    let early: Vec<i64> = receiver
+        .requests()
+        .iter()
+        .filter(|r| r.at > taken_from)
+        .filter(|r| r.event_id.as_ref().is_some_and(|id| taken.contains(id)))
+        .map(|r| taker_lapsed_at - r.wall_ms)
+        .filter(|before| *before > 0)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "{} of the {} rows taken over were sent while the other instance held them, up to {} ms before its lease lapsed",
+        early.len(),
+        taken.len(),
+        early.iter().max().copied().unwrap_or_default()
+    );
+    let log = std::fs::read_to_string(log_path("stall")).unwrap_or_default();
+    assert!(
+        log.contains("lease may have lapsed"),
+        "the instance did not say it stopped: see {}",
+        log_path("stall").display()
+    );
+    child.start_kill().expect("stop");
+    let _ = child.wait().await;
 }

@@ -2,10 +2,11 @@
 //! delivery worker its share of the targets' limits (see [`crate::delivery::share`]).
 //!
 //! Instances sharing one PostgreSQL database hold claims on the rows they work on; a claim
-//! holds while its instance's heartbeat is younger than the lease. An instance that cannot
-//! write its heartbeat for a whole lease fences itself: it starts nothing more until a
-//! heartbeat lands again, because by then the others may have taken its rows over. With
-//! SQLite there is one instance, and the share is always the whole limit.
+//! holds while its instance's heartbeat is younger than the lease. An instance whose
+//! heartbeat has not landed within the lease (failed, or only slow) fences itself: it starts
+//! nothing more until a heartbeat lands again, because by then the others may have taken its
+//! rows over (see [`crate::store::lease`]). With SQLite there is one instance, and the share
+//! is always the whole limit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,10 +58,6 @@ impl ClusterActor {
         match st.args.store.heartbeat().await {
             Ok(live) => {
                 st.last_beat = Instant::now();
-                if st.fenced {
-                    st.fenced = false;
-                    tracing::warn!(instance = %me, "heartbeat written again; this instance delivers again");
-                }
                 if live != st.live {
                     let gone: Vec<&String> = st.live.iter().filter(|i| !live.contains(i)).collect();
                     tracing::info!(instance = %me, live = ?live, gone = ?gone, "live instances changed");
@@ -74,11 +71,17 @@ impl ClusterActor {
             Err(error) => {
                 let silent = st.last_beat.elapsed();
                 tracing::warn!(instance = %me, %error, silent_ms = silent.as_millis() as u64, "could not write this instance's heartbeat");
-                if silent >= st.args.lease && !st.fenced {
-                    st.fenced = true;
-                    tracing::error!(instance = %me, lease_ms = st.args.lease.as_millis() as u64, "no heartbeat for a whole lease: other instances may take this one's work over, so it starts nothing until a heartbeat lands");
-                }
             }
+        }
+        // The store reckons the lease from the heartbeats' timestamps; a heartbeat that lands
+        // late counts as lapsed too (the workers check it themselves before each start).
+        let holds = st.args.store.lease().is_some();
+        if !holds && !st.fenced {
+            st.fenced = true;
+            tracing::error!(instance = %me, lease_ms = st.args.lease.as_millis() as u64, silent_ms = st.last_beat.elapsed().as_millis() as u64, "no heartbeat within the lease: other instances may take this one's work over, so it starts nothing until a heartbeat lands");
+        } else if holds && st.fenced {
+            st.fenced = false;
+            tracing::warn!(instance = %me, "heartbeat written again; this instance delivers again");
         }
         let share = if st.fenced { Share::fenced() } else { st.share };
         for t in st.args.targets.all() {

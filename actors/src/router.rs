@@ -180,6 +180,8 @@ impl RouterActor {
         } else {
             Vec::new()
         };
+        // Read before the rows are claimed: the worker starts them only under this epoch.
+        let lease = st.args.store.lease();
         let created = st.args.store.create_deliveries(rows, routed_now).await?;
         // The workers get their rows before the debouncer call: a worker's own load may find a
         // committed row first, and the later this hint comes, the more often it is stale.
@@ -202,7 +204,7 @@ impl RouterActor {
                 .get(target.as_str())
                 .and_then(|a| ActorRef::<WorkerMsg>::where_is(*a))
             {
-                let _ = actor.cast(WorkerMsg::Deliver(jobs));
+                let _ = actor.cast(WorkerMsg::Deliver(jobs, lease));
             }
         }
         if !items.is_empty() {

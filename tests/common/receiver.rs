@@ -41,6 +41,9 @@ pub struct Recorded {
     pub event_id: Option<String>,
     /// When it arrived (the handler started).
     pub at: Instant,
+    /// The same moment on the wall clock (unix ms), the clock relayarr's heartbeats and
+    /// leases are written in: compare with those without converting between clocks.
+    pub wall_ms: i64,
 }
 
 impl Recorded {
@@ -312,6 +315,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let at = Instant::now();
+    let wall_ms = relayarr::actors::store::now_ms();
     let _guard = InFlight::enter(&shared);
     let reply = {
         let mut b = lock(&shared.behaviour);
@@ -332,6 +336,7 @@ async fn handle(
             body: body.slice(..body.len().min(MAX_BODY_KEPT)),
             event_id,
             at,
+            wall_ms,
         });
     }
     shared.total.fetch_add(1, Ordering::SeqCst);

@@ -123,6 +123,8 @@ impl DebouncerActor {
                 seqs: due.seqs.clone(),
             },
         };
+        // Read before the group's delivery is claimed: the worker starts it only under it.
+        let lease = st.args.store.lease();
         match st.args.store.fire_group(fire).await {
             Ok(Fired::NotMine) => {
                 tracing::debug!(target_name = %due.target, key = %due.key, "debounce key held by another instance; it fires the group");
@@ -148,10 +150,13 @@ impl DebouncerActor {
                 let actor = st.args.targets.actor_of(&due.target);
                 // A worker that is restarting loads the row from the store itself.
                 if let Some(w) = actor.and_then(ActorRef::<WorkerMsg>::where_is) {
-                    let _ = w.cast(WorkerMsg::Deliver(vec![Job {
-                        delivery,
-                        event: None,
-                    }]));
+                    let _ = w.cast(WorkerMsg::Deliver(
+                        vec![Job {
+                            delivery,
+                            event: None,
+                        }],
+                        lease,
+                    ));
                 }
             }
             Err(error) => {

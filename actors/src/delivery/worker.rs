@@ -26,8 +26,10 @@ const TICK: Duration = Duration::from_millis(500);
 
 /// Messages to a delivery worker, the only writer of its target's delivery rows.
 pub enum WorkerMsg {
-    /// New deliveries from the router or the debouncer (already committed).
-    Deliver(Vec<Job>),
+    /// New deliveries from the router or the debouncer (already committed, claimed by this
+    /// instance), and the lease epoch read before they were claimed (see
+    /// [`crate::store::Membership::lease`]).
+    Deliver(Vec<Job>, Option<u64>),
     /// Look in the store for due deliveries.
     Wake,
     /// Start what the limits allow.
@@ -98,6 +100,11 @@ pub struct WorkerState {
     drain_waiters: Vec<RpcReplyPort<()>>,
     /// In-flight deliveries that a replay asked for again.
     replay_after: HashSet<i64>,
+    /// The lease epoch the window's rows were claimed under; `None` while the lease may
+    /// have lapsed (the window is empty then).
+    held: Option<u64>,
+    /// The lease epoch read when the load on its way was asked for.
+    load_epoch: Option<u64>,
 }
 
 /// The delivery worker actor (`hook:NAME` or `plex:NAME` in the tree).
@@ -230,7 +237,34 @@ fn defaults(p: &TargetPolicy) -> Limits {
 }
 
 impl DeliveryWorker {
+    /// Reads this instance's lease. Once it may have lapsed, or a heartbeat landed after it
+    /// did (a new epoch), the rows in the window may belong to another instance: they are
+    /// dropped, and loaded again under the new epoch (the store returns only rows still
+    /// claimed by this instance, or free). Returns the epoch, `None` while lapsed.
+    fn check_lease(st: &mut WorkerState) -> Option<u64> {
+        let now = st.args.store.lease();
+        if now != st.held {
+            let dropped = st.window.len();
+            if st.held.is_some() || dropped > 0 {
+                match now {
+                    None => {
+                        tracing::warn!(target_name = %st.name(), dropped, "this instance's lease may have lapsed: starting nothing, and dropping the queued deliveries (other instances may take them over)")
+                    }
+                    Some(_) => {
+                        tracing::warn!(target_name = %st.name(), dropped, "this instance's lease lapsed and was renewed: loading its deliveries again")
+                    }
+                }
+            }
+            st.window = Window::new(WINDOW);
+            st.held = now;
+        }
+        now
+    }
+
     fn pump(me: &ActorRef<WorkerMsg>, st: &mut WorkerState) {
+        if Self::check_lease(st).is_none() {
+            return;
+        }
         while !st.window.is_empty() {
             let (limiter, cap, enabled, in_flight, unwritten) = {
                 let sh = st.shared().lock();
@@ -313,7 +347,8 @@ impl DeliveryWorker {
     }
 
     fn load(st: &mut WorkerState) {
-        if st.loading
+        if Self::check_lease(st).is_none()
+            || st.loading
             || st.draining
             || !st.limits().enabled
             || !st.window.wants_load()
@@ -322,6 +357,7 @@ impl DeliveryWorker {
             return;
         }
         st.loading = true;
+        st.load_epoch = st.held;
         let busy = {
             let sh = st.shared().lock();
             sh.in_flight.len() + sh.unwritten.len()
@@ -484,6 +520,8 @@ impl Actor for DeliveryWorker {
             draining: false,
             drain_waiters: Vec::new(),
             replay_after: HashSet::new(),
+            held: None,
+            load_epoch: None,
         })
     }
 
@@ -516,12 +554,20 @@ impl Actor for DeliveryWorker {
         st: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WorkerMsg::Deliver(jobs) if st.shared().lock().effective_cap() == 0 => {
+            WorkerMsg::Deliver(jobs, _) if st.shared().lock().effective_cap() == 0 => {
                 // Rows created here are claimed by this instance: hand them to the others.
                 drop(jobs);
                 st.write(WriteOp::Release);
             }
-            WorkerMsg::Deliver(jobs) => {
+            WorkerMsg::Deliver(jobs, epoch) => {
+                if epoch.is_none() || epoch != Self::check_lease(st) {
+                    // Claimed under a lease that has lapsed since: they stay in the store,
+                    // for this instance's next load if still its own.
+                    drop(jobs);
+                    st.window.mark_overflow();
+                    Self::load(st);
+                    return Ok(());
+                }
                 let sh = Arc::clone(st.shared());
                 for job in jobs {
                     st.window.offer(job, |id| sh.lock().busy_or_done(id));
@@ -532,6 +578,14 @@ impl Actor for DeliveryWorker {
             WorkerMsg::Loaded(jobs, asked, seen) => {
                 st.loading = false;
                 Self::forget_flushed(st, seen);
+                let asked_under = st.load_epoch.take();
+                if asked_under.is_none() || asked_under != Self::check_lease(st) {
+                    // Claimed under a lease that has lapsed since: load again.
+                    drop(jobs);
+                    st.window.mark_overflow();
+                    Self::load(st);
+                    return Ok(());
+                }
                 let sh = Arc::clone(st.shared());
                 st.window.loaded(jobs, asked, |id| sh.lock().busy(id));
                 Self::pump(&me, st);

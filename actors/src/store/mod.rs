@@ -6,6 +6,7 @@
 //! WAL). Concurrent appends are group-committed: one transaction and one fsync per batch.
 
 mod codec;
+pub mod lease;
 pub mod postgres;
 pub mod sqlite;
 
@@ -867,6 +868,11 @@ pub trait Membership: Send + Sync + 'static {
     fn heartbeat(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
     /// Leaves: this instance's claims are released, so the others take them at once.
     fn leave(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// While this instance holds its claims, the epoch of its lease; `None` once they may
+    /// have lapsed in the other instances' view (its heartbeat is late, or it left). Work
+    /// claimed under an epoch may start only while that same epoch holds (see
+    /// [`lease::LeaseClock`]). SQLite has one instance, whose lease always holds.
+    fn lease(&self) -> Option<u64>;
 }
 
 /// What one batch of attempt retention may delete (see [`History::prune_attempts`]).

@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::future::BoxFuture;
@@ -36,6 +36,7 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::codec::CODEC_LZ4;
 use super::codec::{decode, parse_normalized, prefix, row_to_committed, DedupCache, Encoded};
+use super::lease::LeaseClock;
 use super::{count_into, state_sql};
 use super::{
     now_ms, rfc3339_ms, Appended, AppliedCard, Attempt, AttemptRetention, CommittedEvent,
@@ -236,6 +237,8 @@ pub struct PostgresStore {
     instance: String,
     /// How long a silent instance's claims hold (ms).
     lease_ms: i64,
+    /// This instance's own reckoning of its lease, from its heartbeats' timestamps.
+    lease_clock: LeaseClock,
 }
 
 /// SQL: the row's claim (`claimed_by`, or `owner` for a debounce key) is free to take: no
@@ -607,6 +610,7 @@ impl PostgresStore {
         // Registered before anything is claimed, so no other instance takes this one's
         // first rows for a dead instance's.
         let instance = ulid::Ulid::new().to_string();
+        let registering = Instant::now();
         let now = now_ms();
         client
             .execute(
@@ -616,6 +620,7 @@ impl PostgresStore {
             .await
             .map_err(|e| open_err(pg_message(&e)))?;
         let lease_ms = i64::try_from(cfg.lease.as_millis()).unwrap_or(i64::MAX);
+        let cfg_lease = cfg.lease;
         let dedup = load_dedup(&client, &cfg)
             .await
             .map_err(|e| open_err(e.to_string()))?;
@@ -662,6 +667,7 @@ impl PostgresStore {
             rejections_max,
             instance,
             lease_ms,
+            lease_clock: LeaseClock::new(cfg_lease, registering),
         }))
     }
 
@@ -2425,6 +2431,8 @@ impl Membership for PostgresStore {
 
     fn heartbeat(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         async move {
+            // The lease is counted from before the timestamp the others count from.
+            let started = Instant::now();
             let now = now_ms();
             let (_open, mut conn) = self.writing().await?;
             let tx = conn.transaction().await.map_err(backend)?;
@@ -2450,6 +2458,7 @@ impl Membership for PostgresStore {
                 .await
                 .map_err(backend)?;
             tx.commit().await.map_err(commit_failed)?;
+            self.lease_clock.renewed(started, Instant::now());
             live.iter().map(|r| col(r, 0)).collect()
         }
         .boxed()
@@ -2458,11 +2467,16 @@ impl Membership for PostgresStore {
     fn leave(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             // Without its row, every claim of this instance is free to take at once.
+            self.lease_clock.end();
             self.execute("DELETE FROM instances WHERE id = $1", &[&self.instance])
                 .await
                 .map(|_| ())
         }
         .boxed()
+    }
+
+    fn lease(&self) -> Option<u64> {
+        self.lease_clock.current()
     }
 }
 

@@ -2508,6 +2508,10 @@ impl Membership for SqliteStore {
     fn leave(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         futures_util::future::ready(Ok(())).boxed()
     }
+
+    fn lease(&self) -> Option<u64> {
+        Some(0)
+    }
 }
 
 impl Store for SqliteStore {
