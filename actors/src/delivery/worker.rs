@@ -91,7 +91,9 @@ pub struct WorkerArgs {
 pub struct WorkerState {
     args: WorkerArgs,
     window: Window,
-    loading: bool,
+    /// A load is on its way: the lease epoch it was asked under (a load is asked for only
+    /// while the lease holds).
+    loading: Option<u64>,
     pump_scheduled: bool,
     /// The earliest pending retry timer: one timer per target, not one per delivery.
     next_wake: Option<tokio::time::Instant>,
@@ -103,8 +105,6 @@ pub struct WorkerState {
     /// The lease epoch the window's rows were claimed under; `None` while the lease may
     /// have lapsed (the window is empty then).
     held: Option<u64>,
-    /// The lease epoch read when the load on its way was asked for.
-    load_epoch: Option<u64>,
 }
 
 /// The delivery worker actor (`hook:NAME` or `plex:NAME` in the tree).
@@ -261,6 +261,19 @@ impl DeliveryWorker {
         now
     }
 
+    /// Whether rows claimed under lease epoch `epoch` may be queued: it is the epoch that
+    /// holds now. If not, the lease lapsed since they were claimed; they are not queued
+    /// (they stay in the store, for this instance's next load if still its own), and that
+    /// load is asked for.
+    fn still_held(st: &mut WorkerState, epoch: Option<u64>) -> bool {
+        if epoch.is_some() && epoch == Self::check_lease(st) {
+            return true;
+        }
+        st.window.mark_overflow();
+        Self::load(st);
+        false
+    }
+
     fn pump(me: &ActorRef<WorkerMsg>, st: &mut WorkerState) {
         if Self::check_lease(st).is_none() {
             return;
@@ -348,7 +361,7 @@ impl DeliveryWorker {
 
     fn load(st: &mut WorkerState) {
         if Self::check_lease(st).is_none()
-            || st.loading
+            || st.loading.is_some()
             || st.draining
             || !st.limits().enabled
             || !st.window.wants_load()
@@ -356,8 +369,7 @@ impl DeliveryWorker {
         {
             return;
         }
-        st.loading = true;
-        st.load_epoch = st.held;
+        st.loading = st.held;
         let busy = {
             let sh = st.shared().lock();
             sh.in_flight.len() + sh.unwritten.len()
@@ -514,14 +526,13 @@ impl Actor for DeliveryWorker {
         Ok(WorkerState {
             args,
             window: Window::new(WINDOW),
-            loading: false,
+            loading: None,
             pump_scheduled: false,
             next_wake: None,
             draining: false,
             drain_waiters: Vec::new(),
             replay_after: HashSet::new(),
             held: None,
-            load_epoch: None,
         })
     }
 
@@ -560,12 +571,7 @@ impl Actor for DeliveryWorker {
                 st.write(WriteOp::Release);
             }
             WorkerMsg::Deliver(jobs, epoch) => {
-                if epoch.is_none() || epoch != Self::check_lease(st) {
-                    // Claimed under a lease that has lapsed since: they stay in the store,
-                    // for this instance's next load if still its own.
-                    drop(jobs);
-                    st.window.mark_overflow();
-                    Self::load(st);
+                if !Self::still_held(st, epoch) {
                     return Ok(());
                 }
                 let sh = Arc::clone(st.shared());
@@ -576,14 +582,9 @@ impl Actor for DeliveryWorker {
             }
             WorkerMsg::Wake => Self::load(st),
             WorkerMsg::Loaded(jobs, asked, seen) => {
-                st.loading = false;
+                let asked_under = st.loading.take();
                 Self::forget_flushed(st, seen);
-                let asked_under = st.load_epoch.take();
-                if asked_under.is_none() || asked_under != Self::check_lease(st) {
-                    // Claimed under a lease that has lapsed since: load again.
-                    drop(jobs);
-                    st.window.mark_overflow();
-                    Self::load(st);
+                if !Self::still_held(st, asked_under) {
                     return Ok(());
                 }
                 let sh = Arc::clone(st.shared());
@@ -605,7 +606,7 @@ impl Actor for DeliveryWorker {
             }
             WorkerMsg::Flushed => {
                 // A load still on its way may predate these writes.
-                if !st.loading {
+                if st.loading.is_none() {
                     Self::forget_flushed(st, u64::MAX);
                 }
                 Self::pump(&me, st);
@@ -615,7 +616,7 @@ impl Actor for DeliveryWorker {
                 st.write(WriteOp::Requeue(scope, Some(reply)));
             }
             WorkerMsg::Replayed(ids) => {
-                if !st.loading {
+                if st.loading.is_none() {
                     Self::forget_flushed(st, u64::MAX);
                 }
                 let mut again = Vec::new();
