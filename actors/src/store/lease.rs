@@ -53,7 +53,7 @@ impl LeaseClock {
     }
 
     /// How much of the lease is kept as a margin.
-    pub fn margin(&self) -> Duration {
+    fn margin(&self) -> Duration {
         self.lease / MARGIN_DIVISOR
     }
 

@@ -620,7 +620,7 @@ impl PostgresStore {
             .await
             .map_err(|e| open_err(pg_message(&e)))?;
         let lease_ms = i64::try_from(cfg.lease.as_millis()).unwrap_or(i64::MAX);
-        let cfg_lease = cfg.lease;
+        let lease_clock = LeaseClock::new(cfg.lease, registering);
         let dedup = load_dedup(&client, &cfg)
             .await
             .map_err(|e| open_err(e.to_string()))?;
@@ -667,7 +667,7 @@ impl PostgresStore {
             rejections_max,
             instance,
             lease_ms,
-            lease_clock: LeaseClock::new(cfg_lease, registering),
+            lease_clock,
         }))
     }
 
