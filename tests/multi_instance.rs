@@ -1020,8 +1020,10 @@ async fn an_instance_whose_heartbeat_stalls_stops_sending_and_leaves_what_was_ta
     let db = create_database(&admin).await;
     let pg = connect(&db).await;
     let mut locker = connect(&db).await;
-    // Cap 4 at 50 ms a request: ~80 requests/s, so the window stays full for seconds.
-    let receiver = Receiver::start_with(Reply::status(200).delay(Duration::from_millis(50))).await;
+    // Cap 4 at 100 ms a request: ~40 requests/s, so 600 rows keep the hook busy for ~15 s,
+    // well past the lapse (the posts plus at most a lease). At 50 ms and posted one by one,
+    // a slow CI machine had sent every row before the lease lapsed.
+    let receiver = Receiver::start_with(Reply::status(200).delay(Duration::from_millis(100))).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {data_dir:?}\nadmin_token = \"{ADMIN_TOKEN}\"\n\n\
@@ -1037,14 +1039,20 @@ async fn an_instance_whose_heartbeat_stalls_stops_sending_and_leaves_what_was_ta
     };
 
     let client = reqwest::Client::new();
-    let mut acked = HashSet::new();
-    for i in 0..N {
-        let (status, v) = post(&client, addr, &sonarr_download("stall", i))
-            .await
-            .expect("post");
-        assert_eq!(status, 202, "event {i}: {v}");
-        acked.insert(v["id"].as_str().expect("event id").to_owned());
-    }
+    let acked: HashSet<String> = futures_util::stream::iter(0..N)
+        .map(|i| {
+            let client = &client;
+            async move {
+                let (status, v) = post(client, addr, &sonarr_download("stall", i))
+                    .await
+                    .expect("post");
+                assert_eq!(status, 202, "event {i}: {v}");
+                v["id"].as_str().expect("event id").to_owned()
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
     receiver.wait_for(20, Duration::from_secs(30)).await;
 
     // Hold the heartbeat up: its upsert waits on this lock. `beat` is its last one committed.
